@@ -1,0 +1,36 @@
+"""The `rag` command: a thin layer that parses options, calls the library and prints.
+
+Each subcommand lives in its own module and registers itself on `main`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from rag import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rag")
+def main() -> None:
+    """Multimodal RAG: index articles with pictures, search them by text or image, ask questions.
+
+    Settings come from RAG_* environment variables (RAG_STORAGE, RAG_TEXT_MODEL,
+    RAG_IMAGE_MODEL, RAG_QDRANT_URL, RAG_QDRANT_API_KEY, RAG_LLM, ...); options override them.
+    """
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("ingest", "search", "info", "fetch", "ask"):
+        try:
+            module = importlib.import_module(f"rag.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"rag.cli.{name}":
+                continue  # that command is not built yet
+            raise
+        main.add_command(module.command)
+
+
+_register()

@@ -1,0 +1,1 @@
+"""Getting corpora onto disk and reading them back: manifests, folders, images, Wikipedia."""
