@@ -1,0 +1,27 @@
+"""`rag info`: where the index lives, what it holds, which models built it."""
+
+from __future__ import annotations
+
+import click
+
+from rag.cli.common import emit_json, settings_from, storage_options, user_errors
+
+
+@click.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@storage_options
+@user_errors
+def command(as_json, storage, text_model, image_model) -> None:
+    """Show collections, point counts, models and storage location (loads no model)."""
+    from rag.index import open_index
+
+    with open_index(settings_from(storage, text_model, image_model)) as index:
+        info = index.info()
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"Storage:  {info['storage']} ({info['store']}: {info['location']})")
+    for kind, collection in info["collections"].items():
+        click.echo(f"{kind.capitalize():<9} collection {collection['name']!r}: {collection['points']} points, "
+                   f"model {info['models'][kind]}")
+    click.echo(f"Files:    {info['files']} indexed")

@@ -1,0 +1,145 @@
+"""Open the text and image vector stores that the settings ask for.
+
+- no `RAG_QDRANT_URL`, `RAG_STORE=edge` (default): qdrant-edge, the Qdrant engine in-process,
+  one folder per collection under `<storage>/edge/`;
+- no URL, `RAG_STORE=local`: qdrant-client's local folder mode (`<storage>/qdrant/`);
+- a URL: a Qdrant server or cluster through qdrant-client (sync and async clients both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+from llama_index.core.vector_stores.types import BasePydanticVectorStore
+
+from rag.config import Settings
+from rag.errors import StorageError
+
+STORE_KINDS = ("edge", "local")
+
+
+@dataclass
+class StorePair:
+    """The two collections, and how to count their points and let them go."""
+
+    text: BasePydanticVectorStore
+    image: BasePydanticVectorStore
+    kind: str
+    location: str
+    _closers: List[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+        self._closers.clear()
+
+
+def count_points(store: BasePydanticVectorStore) -> int:
+    """Points in one collection (0 when it has not been created yet)."""
+    if hasattr(store, "count"):
+        return int(store.count())
+    client = getattr(store, "client", None)
+    name = getattr(store, "collection_name", None)
+    if client is None or name is None:
+        raise TypeError(f"cannot count points of {type(store).__name__}")
+    if not client.collection_exists(name):
+        return 0
+    return int(client.count(name, exact=True).count)
+
+
+def _qdrant_client_stores(settings: Settings, client: Any, aclient: Any = None) -> tuple:
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    extra: dict[str, Any] = {}
+    if aclient is not None:
+        extra["aclient"] = aclient
+    for name in ("shard_number", "replication_factor"):
+        value = getattr(settings, name, None)
+        if value:
+            extra[name] = value
+    make = lambda collection: QdrantVectorStore(collection_name=collection, client=client, **extra)  # noqa: E731
+    return make(settings.text_collection), make(settings.image_collection)
+
+
+def open_local_stores(settings: Settings) -> StorePair:
+    """qdrant-client's local folder mode (brute force; kept for compatibility)."""
+    from qdrant_client import QdrantClient
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+    folder = Path(settings.storage) / "qdrant"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        client = QdrantClient(path=str(folder))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StorageError(
+                f"{folder} is in use by another process; wait for it to finish or use another RAG_STORAGE"
+            ) from None
+        raise
+    text, image = _qdrant_client_stores(settings, client)
+    return StorePair(text, image, "local", str(folder), [client.close])
+
+
+def open_server_stores(settings: Settings) -> StorePair:
+    """A Qdrant server or cluster at RAG_QDRANT_URL."""
+    from qdrant_client import AsyncQdrantClient, QdrantClient
+
+    kwargs = {"url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
+    client = QdrantClient(**kwargs)
+    aclient = AsyncQdrantClient(**kwargs)
+    text, image = _qdrant_client_stores(settings, client, aclient)
+    return StorePair(text, image, "server", str(settings.qdrant_url), [client.close])
+
+
+def open_edge_stores(settings: Settings) -> StorePair:
+    """qdrant-edge shards, one folder per collection, under <storage>/edge/."""
+    from rag.stores.edge import QdrantEdgeVectorStore
+
+    root = Path(settings.storage) / "edge"
+    options = edge_options(settings)
+    text = QdrantEdgeVectorStore(path=str(root / settings.text_collection), **options)
+    try:
+        image = QdrantEdgeVectorStore(path=str(root / settings.image_collection), **options)
+    except Exception:
+        text.close()
+        raise
+    return StorePair(text, image, "edge", str(root), [text.close, image.close])
+
+
+def edge_options(settings: Settings) -> dict[str, Any]:
+    """HNSW and quantization options for qdrant-edge from settings (only those set)."""
+    names = {"hnsw_m": "hnsw_m", "hnsw_ef_construct": "hnsw_ef_construct",
+             "hnsw_ef": "hnsw_ef", "quantization": "quantization"}
+    return {arg: getattr(settings, key) for key, arg in names.items() if getattr(settings, key, None)}
+
+
+def detect_embedded_format(storage: Path) -> Optional[str]:
+    """Which embedded store already lives under `storage` ("edge", "local" or None)."""
+    storage = Path(storage)
+    if (storage / "edge").is_dir() and any((storage / "edge").iterdir()):
+        return "edge"
+    if (storage / "qdrant").is_dir() and any((storage / "qdrant").iterdir()):
+        return "local"
+    return None
+
+
+def open_stores(settings: Settings) -> StorePair:
+    """The two vector stores for these settings (see the module docstring)."""
+    if settings.uses_server:
+        return open_server_stores(settings)
+    if settings.store not in STORE_KINDS:
+        raise StorageError(f"unknown RAG_STORE {settings.store!r}: expected one of {', '.join(STORE_KINDS)}")
+    existing = detect_embedded_format(settings.storage)
+    if existing and existing != settings.store:
+        raise StorageError(
+            f"{settings.storage} holds an index in the {existing!r} format but RAG_STORE={settings.store!r}. "
+            f"Open it with RAG_STORE={existing}, or convert it with: "
+            f"rag migrate --storage {settings.storage} --to {settings.store}"
+        )
+    if settings.store == "local":
+        return open_local_stores(settings)
+    return open_edge_stores(settings)
