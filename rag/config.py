@@ -42,7 +42,12 @@ class Settings:
     llm_model: Optional[str] = None
     llm_base_url: Optional[str] = None
     llm_api_key: Optional[str] = field(default=None, repr=False)
+    llm_timeout: float = 60.0  # seconds per LLM call
+    llm_vision: str = "auto"  # auto (guess from the model name) | true | false
+    llm_max_retries: int = 2
+    llm_max_image_side: int = 768
     wiki_api_url: str = "https://en.wikipedia.org/w/api.php"
+    wiki_contact: Optional[str] = None  # put in the User-Agent, as Wikimedia asks
 
     @classmethod
     def from_env(
@@ -71,13 +76,12 @@ class Settings:
 
 def _coerce(name: str, raw: str, annotation: Any) -> Any:
     kind = str(annotation)
-    if "int" in kind and "Optional" not in kind:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(
-                f"RAG_{name.upper()} must be an integer, got {raw!r}"
-            ) from None
+    for word, convert, expected in (("int", int, "an integer"), ("float", float, "a number")):
+        if kind.startswith(word) or kind.startswith(f"Optional[{word}"):
+            try:
+                return convert(raw)
+            except ValueError:
+                raise ValueError(f"RAG_{name.upper()} must be {expected}, got {raw!r}") from None
     if "Path" in kind:
         return Path(raw)
     return raw

@@ -41,7 +41,7 @@ def quiet_model_loading() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=".*cache_dir.*argument is deprecated.*")
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
 
 
 def resolve_device(device: str = "auto") -> str:

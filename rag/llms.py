@@ -34,6 +34,10 @@ EXTRAS = {
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_IMAGE_SIDE = 768
+# Ollama: the context to allocate (num_ctx). Left unset, the integration asks /api/show and
+# allocates the model's full window (128k for many), which can exhaust memory. Five passages
+# and a few 768-px images fit well within this.
+OLLAMA_CONTEXT_WINDOW = 16_384
 # Servers that ignore the key (llama.cpp, LM Studio, vLLM without --api-key) still need one sent.
 _PLACEHOLDER_KEY = "not-needed"
 
@@ -238,9 +242,11 @@ def resolve_llm(settings: Any, environ: Optional[Mapping[str, str]] = None) -> L
         vision = is_vision_model(model)
     else:
         vision = vision_setting == "true"
+    if backend == "none":
+        model = base_url = api_key = None
     return LLMSpec(
         backend=backend,
-        model=model if backend != "none" else setting(settings, "llm_model", None),
+        model=model,
         base_url=base_url,
         vision=vision,
         vision_setting=vision_setting,
@@ -335,6 +341,7 @@ def build_llm(spec: LLMSpec) -> Any:
             model=spec.model,
             base_url=spec.base_url,
             request_timeout=spec.timeout,
+            context_window=OLLAMA_CONTEXT_WINDOW,
             temperature=0.1,
         )
     raise LLMConfigError(f"Unknown RAG_LLM {spec.backend!r}")  # pragma: no cover

@@ -18,7 +18,6 @@ import threading
 import time
 import traceback
 import types
-from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -99,7 +98,9 @@ class StandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -262,14 +263,6 @@ def hits(images) -> list[Hit]:
     ]
 
 
-def make_settings(**kw) -> Settings:
-    """Settings with fields that may not exist yet on Settings (llm_timeout, ...) set anyway."""
-    known = {f.name for f in fields(Settings)}
-    settings = Settings(**{k: v for k, v in kw.items() if k in known})
-    for k, v in kw.items():
-        if k not in known:
-            object.__setattr__(settings, k, v)
-    return settings
 
 
 def engine_for(server_url, hits, **kw) -> RagQueryEngine:
@@ -277,7 +270,7 @@ def engine_for(server_url, hits, **kw) -> RagQueryEngine:
                     llm_api_key=KEY, llm_max_retries=0, llm_timeout=10.0)
     defaults.update(kw)
     streaming = defaults.pop("streaming", False)
-    return RagQueryEngine.from_settings(make_settings(**defaults), FakeRetriever(hits),
+    return RagQueryEngine.from_settings(Settings(**defaults), FakeRetriever(hits),
                                         streaming=streaming)
 
 
@@ -432,7 +425,7 @@ def test_llamaindex_query_engine_protocol(hits, images):
 def test_ollama_receives_images(hits, images):
     pytest.importorskip("llama_index.llms.ollama")
     with StandIn() as server:
-        settings = make_settings(llm="ollama", llm_base_url=server.root, llm_model="llava:7b")
+        settings = Settings(llm="ollama", llm_base_url=server.root, llm_model="llava:7b")
         engine = RagQueryEngine.from_settings(settings, FakeRetriever(hits))
         answer = engine.ask("When?", image=images["question"])
         stream = engine.stream("When?")
@@ -585,7 +578,7 @@ def test_connection_refused(hits, caplog):
 def test_connection_refused_ollama(hits):
     pytest.importorskip("llama_index.llms.ollama")
     url = f"http://127.0.0.1:{free_port()}"
-    settings = make_settings(llm="ollama", llm_base_url=url, llm_model="llava")
+    settings = Settings(llm="ollama", llm_base_url=url, llm_model="llava")
     with pytest.raises(LLMConnectionError) as info:
         RagQueryEngine.from_settings(settings, FakeRetriever(hits)).ask("When?")
     assert str(info.value) == (
@@ -641,7 +634,7 @@ def test_missing_package_names_the_extra(monkeypatch, backend, module, package, 
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     llms._openai_class.cache_clear()
     try:
-        settings = make_settings(llm=backend, llm_base_url="http://127.0.0.1:1/v1",
+        settings = Settings(llm=backend, llm_base_url="http://127.0.0.1:1/v1",
                                  llm_model="m", llm_api_key=KEY)
         with pytest.raises(MissingExtraError) as info:
             llms.make_llm(settings)
@@ -655,9 +648,9 @@ def test_missing_package_names_the_extra(monkeypatch, backend, module, package, 
 
 def test_openai_backend_defaults(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    llm = llms.make_llm(make_settings(llm="openai"))
+    llm = llms.make_llm(Settings(llm="openai"))
     assert llm.model == "gpt-4o-mini"
     assert KEY not in repr(llm)
     assert llm.metadata.is_chat_model
-    newer = llms.make_llm(make_settings(llm="openai", llm_model="gpt-9-omni"))
+    newer = llms.make_llm(Settings(llm="openai", llm_model="gpt-9-omni"))
     assert newer.metadata.is_chat_model  # unknown names do not break the integration

@@ -94,7 +94,7 @@ def command(
     if answer.answer is None:
         click.echo("RAG_LLM=none: no model was called. This is the prompt that would be sent:")
         click.echo()
-        click.echo(answer.prompt)
+        click.echo((answer.prompt or "").rstrip("\n"))
     for note in answer.notes:
         stderr(f"Note: {note}")
     click.echo()

@@ -87,6 +87,7 @@ def command(
             titles,
             out,
             settings=settings,
+            api_url=api_url,
             lang=lang,
             options=options,
             policy=policy,
@@ -100,7 +101,7 @@ def command(
     else:
         _print_human(report)
     if report.exit_code:
-        raise SystemExit(report.exit_code)
+        click.get_current_context().exit(report.exit_code)
 
 
 def _print_human(report) -> None:  # type: ignore[no-untyped-def]

@@ -34,6 +34,7 @@ from rag.errors import RagError
 # Replace with the project's public home once it has one; `contact=` overrides it per session.
 PROJECT_URL = "https://github.com/rag-project/rag"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IMAGE_ACCEPT = "image/jpeg, image/png, image/webp, image/gif, image/tiff;q=0.9, */*;q=0.5"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # MediaWiki API error codes that mean "come back later" rather than "you asked wrong".
 RETRY_API_ERRORS = frozenset({"maxlag", "ratelimited", "readonly"})
@@ -252,7 +253,7 @@ class PoliteSession:
     ) -> Download:
         """Download `url` (streamed, capped at `max_bytes`) without ever leaving `allowed_hosts`."""
         allowed = tuple(allowed_hosts)
-        data, answer, hops = self._get(url, None, allowed, max_bytes=max_bytes, accept="image/*", schemes=tuple(schemes))
+        data, answer, hops = self._get(url, None, allowed, max_bytes=max_bytes, accept=IMAGE_ACCEPT, schemes=tuple(schemes))
         return Download(
             url=url,
             final_url=answer.url,

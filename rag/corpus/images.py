@@ -8,7 +8,6 @@ palette and alpha images converted) or raises `BadInputError` with the reason.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -70,26 +69,21 @@ def _open_checked(source: Union[Path, io.BytesIO], name: str, max_pixels: int) -
     if _looks_like_html(head):
         raise BadInputError(f"{name}: an HTML page, not an image")
 
+    # Image.open reads only the header: check the size ourselves before any pixel is decoded.
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadInputError(
-                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
-                    "(possible decompression bomb)"
-                )
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInputError(
-            f"{name}: image is over the limit of {max_pixels:,} pixels (possible decompression bomb)"
-        ) from None
+        image = Image.open(source)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise BadInputError(
+                f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                "(possible decompression bomb)"
+            )
+        image.load()
     except UnidentifiedImageError:
         raise BadInputError(f"{name}: not a recognised image format (corrupt or unsupported)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadInputError(f"{name}: corrupt or truncated image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous

