@@ -44,6 +44,30 @@ def quiet_model_loading() -> None:
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
 
 
+_HUB_CHECKED = False
+
+
+def prefer_local_files(name: str, host: str = "huggingface.co", timeout: float = 3.0) -> None:
+    """For a hub id with no route to the hub, switch the hub client to offline mode.
+
+    Cached models still load; missing ones fail in seconds instead of after minutes of retries.
+    """
+    global _HUB_CHECKED
+    if _HUB_CHECKED or Path(name).exists() or os.environ.get("HF_HUB_OFFLINE"):
+        return
+    import socket
+
+    _HUB_CHECKED = True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        logger.info("%s is unreachable: loading models from local files only", host)
+        import huggingface_hub.constants
+
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read once at import time
+
+
 def resolve_device(device: str = "auto") -> str:
     """`auto` -> `cuda` when a GPU is visible, else `cpu`; anything else passes through."""
     if device != "auto":
@@ -80,6 +104,7 @@ def load_text_embedding(settings: Settings) -> BaseEmbedding:
 
     name = settings.text_model
     quiet_model_loading()
+    prefer_local_files(name)
     try:
         return HuggingFaceEmbedding(
             model_name=name,
@@ -132,6 +157,7 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
         except ImportError:  # transformers < 5 names the PIL processor CLIPImageProcessor
             from transformers import CLIPImageProcessor as ImageProcessor
         quiet_model_loading()
+        prefer_local_files(model_name)
         try:
             self._model = CLIPModel.from_pretrained(model_name).to(self.device).eval()
             self._tokenizer = AutoTokenizer.from_pretrained(model_name)
