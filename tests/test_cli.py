@@ -1,0 +1,109 @@
+"""The `rag` command: JSON shapes, exit codes and the exact error text users see."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from rag.cli import main
+
+
+@pytest.fixture
+def run(settings):
+    env = {
+        "RAG_STORAGE": str(settings.storage),
+        "RAG_TEXT_MODEL": settings.text_model,
+        "RAG_IMAGE_MODEL": settings.image_model,
+        "RAG_STORE": settings.store,
+    }
+
+    def invoke(*args):
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def test_ingest_json_report_and_exit_status(run, corpus):
+    (corpus / "broken.jpg").write_bytes(b"not an image at all")
+    result = run("ingest", str(corpus), "--json")
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert (report["text_nodes"], report["image_nodes"], report["unchanged"]) == (3, 3, 0)
+    assert report["skipped"] == [{"path": str((corpus / "broken.jpg").resolve()),
+                                  "reason": "not a recognised image format (corrupt or unsupported)"}]
+    assert report["points"] == {"text": 3, "image": 3}
+    (corpus / "broken.jpg").unlink()
+    again = run("ingest", str(corpus), "--json")
+    assert again.exit_code == 0
+    assert json.loads(again.stdout)["unchanged"] == 6
+
+
+def test_search_json_hits(run, corpus):
+    run("ingest", str(corpus), "-q")
+    result = run("search", "the moon", "--top-k", "2", "--image-top-k", "1", "--json")
+    assert result.exit_code == 0
+    hits = json.loads(result.stdout)
+    assert [h["modality"] for h in hits] == ["text", "text", "image"]
+    for hit in hits:
+        assert {"modality", "score", "source", "title"} <= set(hit)
+    assert "text" in hits[0] and "image_path" in hits[2]
+
+
+def test_search_by_image_with_empty_query(run, corpus):
+    run("ingest", str(corpus), "-q")
+    result = run("search", "--image", str(corpus / "coffee.png"), "--json")
+    hits = json.loads(result.stdout)
+    assert hits[0]["image_path"] == str((corpus / "coffee.png").resolve())
+    assert {h["modality"] for h in hits} == {"image"}
+
+
+def test_search_with_filter(run, corpus):
+    run("ingest", str(corpus), "-q")
+    result = run("search", "anything", "--filter", "title=Moon", "--json")
+    assert [(h["modality"], h["title"]) for h in json.loads(result.stdout)] == [("text", "Moon")]
+    bad = run("search", "x", "--filter", "oops")
+    assert bad.exit_code == 2 and "'oops' is not KEY=VALUE" in bad.output
+
+
+def test_search_without_query_or_image_says_what_to_do(run):
+    result = run("search")
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: nothing to search for: give a text query, an image (--image PATH), or both"
+
+
+def test_info_json(run, corpus, settings):
+    run("ingest", str(corpus), "-q")
+    info = json.loads(run("info", "--json").stdout)
+    assert info["collections"] == {"text": {"name": "text", "points": 3}, "image": {"name": "image", "points": 3}}
+    assert info["models"] == {"text": settings.text_model, "image": settings.image_model}
+    assert info["storage"] == str(settings.storage.resolve())
+    assert info["files"] == 6
+
+
+def test_human_output_lists_skipped_files(run, corpus):
+    (corpus / "empty.txt").write_text("")
+    result = run("ingest", str(corpus), "-q")
+    assert result.exit_code == 3
+    assert "Indexed 6 files: 3 passages, 3 images" in result.stdout
+    assert f"  {(corpus / 'empty.txt').resolve()}: empty text file" in result.stderr
+
+
+def test_missing_model_is_a_clean_error(run, corpus, tmp_path):
+    result = CliRunner().invoke(main, ["ingest", str(corpus), "--text-model", str(tmp_path / "nope"),
+                                       "--storage", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot load the text model '{tmp_path / 'nope'}'")
+
+
+def test_bad_setting_value_is_named(tmp_path):
+    result = CliRunner().invoke(main, ["info"], env={"RAG_CHUNK_SIZE": "big", "RAG_STORAGE": str(tmp_path)})
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: RAG_CHUNK_SIZE must be an integer, got 'big'"
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(main, ["--help"])
+    for name in ("ingest", "search", "info", "fetch", "ask", "demo"):
+        assert f"  {name} " in result.output
