@@ -1,0 +1,5 @@
+"""`python -m rag.cli` is the `rag` command."""
+
+from rag.cli import main
+
+main()
