@@ -39,7 +39,7 @@ EXIT_USAGE = 2  # click's own code for bad options
               help="Seconds per request before it counts as timed out.")
 @click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
               help="Retries on timeouts, connection errors, 429 and 5xx (exponential backoff).")
-@click.option("--contact", envvar="RAG_WIKI_CONTACT", default=None,
+@click.option("--contact", default=None,
               help="Your URL or e-mail for the User-Agent, as Wikimedia asks [env RAG_WIKI_CONTACT].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -91,7 +91,7 @@ def command(
             lang=lang,
             options=options,
             policy=policy,
-            contact=contact,
+            contact=contact or settings.wiki_contact,
             progress=False if quiet else None,
         )
     except RagError as exc:
