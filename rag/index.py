@@ -134,9 +134,10 @@ class RagIndex:
 
     def delete_documents(self, doc_ids: Iterable[str]) -> None:
         """Delete documents from both collections (the stock index forgets the image one)."""
-        for doc_id in doc_ids:
-            for store in (self.stores.text, self.stores.image):
-                if count_points(store):
+        doc_ids = list(doc_ids)
+        for store in (self.stores.text, self.stores.image):
+            if doc_ids and count_points(store):  # a collection not created yet has nothing to delete
+                for doc_id in doc_ids:
                     store.delete(doc_id)
 
     def remember_models(self) -> None:
