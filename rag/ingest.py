@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -28,6 +27,7 @@ from rag.index import FileEntry, RagIndex
 ID_NAMESPACE = uuid.UUID("6c1d3f0e-5a57-4f53-9d0c-2f3b1c7e9a41")
 TEXT_GROUP = 256  # passages embedded and written per commit
 IMAGE_GROUP = 64  # images embedded and written per commit
+DECODE_WORKERS = 2  # threads decoding (and preprocessing) images ahead of the model
 # Manifest fields copied into node metadata (and so into every hit).
 MANIFEST_FIELDS = ("title", "url", "caption", "license", "attribution", "origin", "source_url", "lang")
 
@@ -228,25 +228,37 @@ class Ingestor:
                 self.commit(group)
                 bar.update(len(nodes))
 
-    def decoded_images(self, pending: List[PendingFile]) -> Iterator[Tuple[PendingFile, Any]]:
-        """(file, RGB image or BadInputError), decoded two at a time ahead of the model."""
+    def decoded_images(self, pending: List[PendingFile], prepare: Optional[Callable[[Any], Any]] = None,
+                       ahead: int = 32) -> Iterator[Tuple[PendingFile, Any]]:
+        """(file, RGB image -- or `prepare(image)` -- or BadInputError), made by two worker threads
+        ahead of the model, at most `ahead` files in advance (memory stays bounded)."""
+        from rag.embeddings import prefetch
+
         max_pixels = self.index.settings.max_image_pixels
 
         def load(item: PendingFile) -> Any:
             try:
-                return open_image(item.source.path, max_pixels)
+                image = open_image(item.source.path, max_pixels)
             except BadInputError as exc:
                 return exc
+            return prepare(image) if prepare is not None else image
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            yield from zip(pending, pool.map(load, pending))
+        yield from zip(pending, prefetch(load, pending, workers=DECODE_WORKERS, ahead=ahead))
 
     def ingest_images(self, pending: List[PendingFile]) -> None:
         if not pending:
             return
         embedding = self.index.image_embedding
-        batch_embed = getattr(embedding, "embed_image_batch", None)
         batch_size = max(1, min(IMAGE_GROUP, getattr(embedding, "embed_batch_size", 16)))
+        # Our CLIP: the workers also resize and normalise, so the main thread only runs the model.
+        # Other models with `embed_image_batch`: decoded images. The stock backend: file paths.
+        from rag.embeddings import ClipTransformersEmbedding
+
+        prepare: Optional[Callable[[Any], Any]] = None
+        if isinstance(embedding, ClipTransformersEmbedding):
+            prepare, batch_embed = embedding.preprocess, embedding.embed_pixel_batch
+        else:
+            batch_embed = getattr(embedding, "embed_image_batch", None)
         group: List[PendingFile] = []
         pixels: List[Any] = []
 
@@ -267,7 +279,7 @@ class Ingestor:
             pixels.clear()
 
         with self.bar(len(pending), "Embedding images") as bar:
-            for item, image in self.decoded_images(pending):
+            for item, image in self.decoded_images(pending, prepare, ahead=2 * batch_size):
                 if isinstance(image, BadInputError):
                     self.skip(item.source.path, str(image).split(": ", 1)[-1])
                     bar.update(1)
