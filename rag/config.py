@@ -27,6 +27,8 @@ class Settings:
     image_backend: str = "clip-transformers"
     text_query_instruction: Optional[str] = None  # None: BGE's instruction for BGE models
     device: str = "auto"  # auto: cuda when available, else cpu
+    precision: str = "auto"  # auto (bf16 where the CPU has it natively, else fp32) | fp32 | bf16 | int8
+    torch_threads: int = 0  # 0: torch's default
     qdrant_url: Optional[str] = None
     qdrant_api_key: Optional[str] = field(default=None, repr=False)
     # Embedded store: "edge" (qdrant-edge, the real engine in-process) or "local" (qdrant-client path mode).

@@ -9,7 +9,7 @@
 
 Model names accept a hub id or a local directory; the device is CUDA when present.
 
-Precision (`RAG_PRECISION`, read with `getattr(settings, "precision", "auto")`):
+Precision (`RAG_PRECISION`, `Settings.precision`):
 
 - `auto` (default): `bf16` on a CPU with native bfloat16 (AVX512-BF16 or AMX), else `fp32`.
 - `fp32`: the reference forward pass.
@@ -154,7 +154,7 @@ def quantize_int8(module: Any) -> Any:
 
 def configure_threads(settings: Any) -> None:
     """Apply `torch_threads` when set (> 0); else torch's default (one thread per physical core)."""
-    threads = int(getattr(settings, "torch_threads", 0) or 0)
+    threads = int(settings.torch_threads or 0)
     if threads > 0:
         import torch
 
@@ -289,7 +289,7 @@ def load_text_embedding(settings: Settings) -> BaseEmbedding:
     """BGE (or any sentence-transformers model) as a LlamaIndex embedding (a `HuggingFaceEmbedding`)."""
     name = settings.text_model
     device = resolve_device(settings.device)
-    precision = resolve_precision(getattr(settings, "precision", "auto"), device)
+    precision = resolve_precision(settings.precision, device)
     cls = text_embedding_class()
     quiet_model_loading()
     prefer_local_files(name)
@@ -476,7 +476,7 @@ def load_image_embedding(settings: Settings) -> MultiModalEmbedding:
             embed_batch_size=settings.image_batch_size,
             device=device,
             max_pixels=settings.max_image_pixels,
-            precision=resolve_precision(getattr(settings, "precision", "auto"), device),
+            precision=resolve_precision(settings.precision, device),
         )
     if backend == "clip":
         try:
