@@ -82,3 +82,15 @@ def corpus(tmp_path) -> Path:
     for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
         shutil.copy(photo(name), root / name)
     return root
+
+
+class FakeRetriever:
+    """Returns fixed hits and records every search call (for query-engine tests)."""
+
+    def __init__(self, hits):
+        self.hits = hits
+        self.calls: list[dict] = []
+
+    def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
+        self.calls.append(dict(query=query, image=image, top_k=top_k, image_top_k=image_top_k, filters=filters))
+        return list(self.hits)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from rag import answer as answer_mod
 from rag import llms
+from conftest import FakeRetriever
 from rag.answer import (
     Answer,
     ImageUnusable,
@@ -34,15 +35,6 @@ from rag.llms import LLMConfigError, is_vision_model, resolve_llm
 WIKI = "https://en.wikipedia.org/wiki/Eiffel_Tower"
 
 
-class FakeRetriever:
-    def __init__(self, hits):
-        self.hits = hits
-        self.calls: list[dict] = []
-
-    def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
-        self.calls.append(dict(query=query, image=image, top_k=top_k, image_top_k=image_top_k,
-                               filters=filters))
-        return list(self.hits)
 
 
 @pytest.fixture

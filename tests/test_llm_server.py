@@ -35,6 +35,7 @@ from llama_index.core.base.response.schema import (  # noqa: E402
 from llama_index.core.schema import QueryBundle  # noqa: E402
 
 from rag import llms  # noqa: E402
+from conftest import FakeRetriever
 from rag.answer import RagQueryEngine  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.hits import Hit  # noqa: E402
@@ -227,14 +228,6 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- fixtures
 
 
-class FakeRetriever:
-    def __init__(self, hits):
-        self.hits = hits
-        self.calls: list[dict] = []
-
-    def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
-        self.calls.append(dict(query=query, image=image, top_k=top_k, image_top_k=image_top_k))
-        return list(self.hits)
 
 
 @pytest.fixture
