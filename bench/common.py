@@ -244,12 +244,14 @@ def machine() -> Dict[str, Any]:
     except OSError:
         bf16 = False
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    from importlib import metadata
+
     versions = {}
-    for name in ("torch", "transformers", "sentence_transformers", "llama_index.core", "qdrant_client", "onnxruntime"):
+    for name in ("torch", "transformers", "sentence-transformers", "llama-index-core", "llama-index-vector-stores-qdrant",
+                 "qdrant-client", "qdrant-edge-py", "onnxruntime"):
         try:
-            module = __import__(name, fromlist=["__version__"])
-            versions[name] = getattr(module, "__version__", "?")
-        except ImportError:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             pass
     return {"cpu": model, "cpus": os.cpu_count(), "mem_gib": round(mem_gib, 1), "native_bf16": bf16,
             "python": platform.python_version(), "versions": versions}
