@@ -507,12 +507,3 @@ def embedding_dimension(model: BaseEmbedding) -> int:
         if inner is not None and hasattr(inner, method):
             return int(getattr(inner, method)())
     return len(model.get_text_embedding("dimension probe"))
-
-
-def configure_torch_threads() -> None:
-    """Use every core for intra-op work unless the user set OMP/torch threads."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -85,7 +85,7 @@ class LLMServerError(LLMError):
 
 
 def setting(settings: Any, name: str, default: Any) -> Any:
-    """A settings field that may not exist yet on `Settings` (read with its default)."""
+    """A settings field, with `default` when it is unset or empty."""
     value = getattr(settings, name, None)
     return default if value is None or value == "" else value
 

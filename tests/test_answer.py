@@ -35,8 +35,6 @@ from rag.llms import LLMConfigError, is_vision_model, resolve_llm
 WIKI = "https://en.wikipedia.org/wiki/Eiffel_Tower"
 
 
-
-
 @pytest.fixture
 def images(tmp_path: Path) -> dict[str, Path]:
     big = tmp_path / "big.jpg"

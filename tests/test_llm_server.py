@@ -228,8 +228,6 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- fixtures
 
 
-
-
 @pytest.fixture
 def images(tmp_path: Path) -> dict[str, Path]:
     night = tmp_path / "tower_night.jpg"
