@@ -140,6 +140,17 @@ class RagIndex:
                 for doc_id in doc_ids:
                     store.delete(doc_id)
 
+    def build_search_graphs(self) -> bool:
+        """Index new points of embedded (qdrant-edge) collections in their HNSW graphs.
+
+        Servers index in the background on their own; returns True when anything was built.
+        """
+        built = False
+        for store in (self.stores.text, self.stores.image):
+            if hasattr(store, "optimize"):
+                built = store.optimize() or built
+        return built
+
     def remember_models(self) -> None:
         self.ledger.models = {"text": self.settings.text_model, "image": self.settings.image_model}
 

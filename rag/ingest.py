@@ -8,6 +8,7 @@ Bad files are reported with the reason and never remove what was indexed before.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from rag.index import FileEntry, RagIndex
 ID_NAMESPACE = uuid.UUID("6c1d3f0e-5a57-4f53-9d0c-2f3b1c7e9a41")
 TEXT_GROUP = 256  # passages embedded and written per commit
 IMAGE_GROUP = 64  # images embedded and written per commit
+GRAPH_NOTICE = 5000  # say so before a graph build over this many new points (seconds, not ms)
 DECODE_WORKERS = 2  # threads decoding (and preprocessing) images ahead of the model
 # Manifest fields copied into node metadata (and so into every hit).
 MANIFEST_FIELDS = ("title", "url", "caption", "license", "attribution", "origin", "source_url", "lang")
@@ -45,6 +47,7 @@ class IngestReport:
     skipped: List[Dict[str, str]] = field(default_factory=list)
     points: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    graph_seconds: float = 0.0  # of `seconds`, spent adding new points to the HNSW graphs
 
     @property
     def ok(self) -> bool:
@@ -303,6 +306,15 @@ class Ingestor:
         self.index.ledger.save()
         self.report.removed = len(gone)
 
+    def build_search_graphs(self) -> None:
+        """One HNSW build at the end of the run (cheaper than rebuilding as points arrive)."""
+        new = self.report.text_nodes + self.report.image_nodes
+        if self.progress and new >= GRAPH_NOTICE:
+            tqdm.write(f"Adding {new} new points to the search graphs...", file=sys.stderr)
+        started = time.perf_counter()
+        self.index.build_search_graphs()
+        self.report.graph_seconds = round(time.perf_counter() - started, 3)
+
     def run(self, paths: Sequence[Path], prune: bool = False) -> IngestReport:
         started = time.perf_counter()
         pending = self.plan(paths)
@@ -310,6 +322,8 @@ class Ingestor:
         self.ingest_images([p for p in pending if p.source.modality == "image"])
         if prune:
             self.prune(paths)
+        if self.report.text_nodes or self.report.image_nodes or self.report.removed:
+            self.build_search_graphs()
         self.report.points = self.index.counts()
         self.report.seconds = round(time.perf_counter() - started, 3)
         return self.report

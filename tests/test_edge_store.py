@@ -270,6 +270,9 @@ def test_payload_matches_stock_format(edge, stock):
     pid = point_id_for(nodes[0].node_id)
     ours = edge.client.retrieve([pid], with_payload=True, with_vector=False)[0].payload
     theirs = stock.client.retrieve("c", [pid], with_payload=True)[0].payload
+    assert list(ours) == list(theirs)
+    # the node document is the same JSON, written without the spaces json.dumps adds
+    assert json.loads(ours.pop("_node_content")) == json.loads(theirs.pop("_node_content"))
     assert ours == theirs
 
 
@@ -316,12 +319,6 @@ def test_text_and_image_nodes_round_trip(edge):
     # by original id, through the uuid5 mapping
     edge.delete_nodes(node_ids=["chunk-0001"])
     assert [n.node_id for n in edge.get_nodes()] == [_uuid(77)]
-
-
-def test_point_ids():
-    u = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
-    assert point_id_for(u) == u.lower()
-    assert point_id_for("chunk-1") == point_id_for("chunk-1") != point_id_for("chunk-2")
 
 
 def test_reopen_after_close_keeps_points(tmp_path):
@@ -415,6 +412,32 @@ def test_hnsw_index_build_and_search(tmp_path, quantization):
         assert store.stats()["indexed_vectors"] == 300  # the graph is persisted
         again = store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=5), exact=True)
         assert again.ids == exact.ids
+
+
+def test_add_leaves_graph_building_to_optimize(tmp_path, monkeypatch, caplog):
+    import rag.stores.edge as edge_module
+
+    monkeypatch.setattr(edge_module, "UNINDEXED_WARNING", 200)
+    nodes = make_nodes(300, dim=16)
+    q = query_vectors(1, dim=16)[0]
+    with QdrantEdgeVectorStore(tmp_path / "s") as store:
+        store.add(nodes[:150])
+        assert store.unindexed() == 150 and store.stats()["indexed_vectors"] == 0
+        with caplog.at_level("WARNING", logger="rag.stores.edge"):
+            store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=5))  # 150: quiet
+            store.add(nodes[150:])
+            for _ in range(2):
+                got = store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=5))
+        assert got.ids == reference_ids(nodes, q, 5, lambda m: True)  # exact over the tail
+        hints = [r.getMessage() for r in caplog.records]
+        assert len(hints) == 1 and hints[0].startswith("300 points of the vector store at ")
+        assert "call optimize() once after bulk loads" in hints[0]
+        assert store.optimize() is True
+        assert store.unindexed() == 0 and store.stats()["indexed_vectors"] == 300
+    with QdrantEdgeVectorStore(tmp_path / "s") as store:  # reopened: the count is read back
+        assert store.unindexed() == 0
+        store.add(make_nodes(310, dim=16)[300:])  # new ids
+        assert store.unindexed() == 10
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,16 @@ def test_both_collections_receive_points(open_test_index, corpus):
     assert report.ok and report.skipped == []
 
 
+def test_search_graphs_are_built_once_per_run_that_wrote(open_test_index, corpus, monkeypatch):
+    index = open_test_index()
+    builds = []
+    monkeypatch.setattr(index, "build_search_graphs", lambda: builds.append(index.counts()))
+    ingest(index, [corpus], progress=False)
+    assert builds == [{"text": 3, "image": 3}]  # once, after every point was written
+    ingest(index, [corpus], progress=False)
+    assert len(builds) == 1  # nothing new: nothing to build
+
+
 def test_reingesting_an_unchanged_folder_embeds_nothing(counting, corpus):
     opener, text, image = counting
     index = opener()

@@ -26,18 +26,21 @@ Guarantees, as verified against qdrant-edge-py 0.9.0:
 * The engine has no background optimizer: points land in a plain segment that
   is searched exhaustively, and only ``EdgeShard.optimize()`` builds the HNSW
   graph. ``optimize()`` holds the GIL for the whole build (a Python thread
-  running it stalls every other thread), so this store runs it synchronously
-  inside the ``add()`` that leaves ``index_threshold`` points unindexed, or when
-  you call :meth:`QdrantEdgeVectorStore.optimize`. Queries are correct either
-  way: unindexed points are scanned exactly.
+  running it stalls every other thread), so it cannot run in the background.
+  By default ``add()`` never builds: call :meth:`QdrantEdgeVectorStore.optimize`
+  once after a bulk load (``rag ingest`` and ``rag migrate`` do), which also
+  costs less in total than rebuilding as points arrive. With ``index_threshold``
+  set, the ``add()`` that leaves that many points unindexed builds the graph
+  itself. Queries are correct either way: unindexed points are scanned exactly,
+  and a warning is logged once when that tail reaches ``UNINDEXED_WARNING``.
 * With ``quantization="int8"`` (the default) the graph is built and searched on
   int8 codes, then the top ``oversampling`` x k candidates are rescored with the
   original float vectors: about 3.5x faster index builds and queries than float
   HNSW at the same recall (measured: docs/benchmarks.md).
 
-Payloads are written with LlamaIndex's ``node_to_metadata_dict`` exactly like the
-stock ``QdrantVectorStore`` (``_node_content``, ``_node_type``, ``doc_id``,
-``document_id``, ``ref_doc_id`` and the node's metadata at top level).
+Payloads have the stock ``QdrantVectorStore`` layout (``_node_content``, ``_node_type``,
+``doc_id``, ``document_id``, ``ref_doc_id`` and the node's metadata at top level), built
+by :func:`rag.stores.payload.node_payload`.
 """
 
 from __future__ import annotations
@@ -66,12 +69,10 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
-from llama_index.core.vector_stores.utils import (
-    metadata_dict_to_node,
-    node_to_metadata_dict,
-)
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from rag.errors import StorageError
+from rag.stores.payload import NODE_ID_NAMESPACE, node_payload, point_id_for  # noqa: F401
 
 try:  # POSIX only; on other systems the engine's own WAL lock still applies.
     import fcntl
@@ -87,10 +88,6 @@ SHARD_DIR = "shard"
 
 DOC_ID_KEY = "doc_id"  # same key the stock QdrantVectorStore filters on
 ORIGINAL_ID_KEY = "_node_id"  # written only when the node id is not a UUID
-
-#: Namespace for mapping non-UUID node ids to point ids (uuid5). Never change it:
-#: existing stores would no longer find their points by node id.
-NODE_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "rag.stores.edge/node-id")
 
 DEFAULT_PAYLOAD_INDEXES: Dict[str, str] = {
     "doc_id": "keyword",
@@ -113,20 +110,11 @@ _SCHEMA_TYPES = {
 
 _SCROLL_PAGE = 1024
 
+#: Unindexed points (scanned exactly by every query) at which a query logs a hint once.
+UNINDEXED_WARNING = 50_000
+
 
 # --------------------------------------------------------------------------- ids
-
-
-def point_id_for(node_id: str) -> str:
-    """The Qdrant point id for a LlamaIndex node id.
-
-    UUID strings are used as they are (in canonical form); anything else is mapped
-    deterministically with uuid5, so the same node id always lands on the same point.
-    """
-    try:
-        return str(uuid.UUID(str(node_id)))
-    except ValueError:
-        return str(uuid.uuid5(NODE_ID_NAMESPACE, str(node_id)))
 
 
 # ----------------------------------------------------------------------- filters
@@ -326,8 +314,8 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             bool, text, datetime, uuid, geo). Defaults to keyword indexes on
             doc_id, ref_doc_id, file_path, title and modality.
         index_threshold: the ``add`` that leaves this many points unindexed
-            builds the HNSW graph for them (blocking; ``None``: only when
-            :meth:`optimize` is called).
+            builds the HNSW graph for them (blocking). ``None`` (default): only
+            :meth:`optimize` builds it.
         flush_on_write: fsync after every write (survives power loss, not just a
             killed process; slower).
         batch_size: points per engine update within one ``add``.
@@ -349,7 +337,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     payload_indexes: Dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_PAYLOAD_INDEXES)
     )
-    index_threshold: Optional[int] = 20_000
+    index_threshold: Optional[int] = None
     flush_on_write: bool = False
     batch_size: int = 256
     max_search_threads: Optional[int] = None
@@ -359,6 +347,8 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     _lock_file: Any = PrivateAttr(default=None)
     _write_lock: Any = PrivateAttr(default=None)
     _index_skip_until: int = PrivateAttr(default=0)
+    _unindexed: int = PrivateAttr(default=0)
+    _warned_unindexed: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
 
     def __init__(
@@ -373,7 +363,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         oversampling: float = 2.0,
         exact: bool = False,
         payload_indexes: Optional[Dict[str, str]] = None,
-        index_threshold: Optional[int] = 20_000,
+        index_threshold: Optional[int] = None,
         flush_on_write: bool = False,
         batch_size: int = 256,
         max_search_threads: Optional[int] = None,
@@ -536,6 +526,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         if meta is None:
             self._write_meta(self._dim)
         self._ensure_payload_indexes()
+        self._count_unindexed()
 
     def _engine_call(self, what: str, fn: Any) -> Any:
         try:
@@ -637,13 +628,26 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     def optimize(self) -> bool:
         """Build the HNSW graph over every point now, and merge/vacuum segments (blocking).
 
-        Call it once after a bulk ingest: until then, the points added since the last
-        build (fewer than ``index_threshold``) are searched exhaustively.
-        Returns True when the engine did any work.
+        Call it once after a bulk load: until then, the points added since the last
+        build are searched exhaustively. Returns True when the engine did any work.
         """
         with self._write_lock:
             shard = self._live_shard()
-            return bool(shard.optimize()) if shard is not None else False
+            if shard is None:
+                return False
+            worked = bool(shard.optimize())
+            self._count_unindexed()
+            return worked
+
+    def _count_unindexed(self) -> int:
+        """Refresh (and return) the number of points outside the HNSW graph."""
+        info = self._shard.info()
+        self._unindexed = max(0, info.points_count - info.indexed_vectors_count)
+        return self._unindexed
+
+    def unindexed(self) -> int:
+        """Points not in the HNSW graph yet (every query scans them exactly)."""
+        return 0 if self._live_shard() is None else self._count_unindexed()
 
     def stats(self) -> Dict[str, int]:
         """Points, indexed vectors and segments, as the engine reports them."""
@@ -667,6 +671,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             return
         if not self._shard.optimize():  # nothing the engine wanted to do: do not retry each add
             self._index_skip_until = info.points_count + self.index_threshold
+        self._count_unindexed()
 
     # --------------------------------------------------------------- writes
 
@@ -682,14 +687,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 )
             if not isinstance(embedding, list):
                 embedding = list(embedding.tolist() if hasattr(embedding, "tolist") else embedding)
-            # node_to_metadata_dict serialises the whole node, embedding included, and
-            # then drops the embedding: hand it a shallow copy without one (same payload,
-            # about half the cost for 512-d vectors).
-            payload = node_to_metadata_dict(
-                node.model_copy(update={"embedding": None}),
-                remove_text=False,
-                flat_metadata=self.flat_metadata,
-            )
+            payload = node_payload(node, flat_metadata=self.flat_metadata)
             pid = point_id_for(node.node_id)
             if pid != node.node_id:
                 payload[ORIGINAL_ID_KEY] = node.node_id
@@ -712,6 +710,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             for i in range(0, len(points), self.batch_size):
                 batch = points[i : i + self.batch_size]
                 shard.update(qe.UpdateOperation.upsert_points(batch))
+            self._unindexed += len(points)  # an upper bound (upserts may replace points)
             if self.flush_on_write:
                 shard.flush()
             self._maybe_index()
@@ -758,6 +757,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             self._meta_path.unlink(missing_ok=True)
             self._dim = None
             self._index_skip_until = 0
+            self._unindexed = 0
 
     # ---------------------------------------------------------------- reads
 
@@ -851,6 +851,8 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 "model the store was built with."
             )
         exact = bool(kwargs.get("exact", self.exact))
+        if not exact:
+            self._hint_unindexed()
         quant = None
         if self.quantization is not None:
             quant = (
@@ -878,6 +880,18 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             similarities=[p.score for p in points],
             ids=[n.node_id for n in nodes],
         )
+
+    def _hint_unindexed(self) -> None:
+        """Log once when a large unindexed tail makes every query scan it."""
+        if self._warned_unindexed or self._unindexed < UNINDEXED_WARNING:
+            return
+        if self._count_unindexed() >= UNINDEXED_WARNING:
+            self._warned_unindexed = True
+            logger.warning(
+                "%d points of the vector store at %s are not in its HNSW graph yet, so "
+                "every query scans them exactly; call optimize() once after bulk loads.",
+                self._unindexed, self.path,
+            )
 
     # ---------------------------------------------------------------- async
 

@@ -66,6 +66,7 @@ def migrate_local_to_edge(settings: Settings, progress: Optional[Callable[[str, 
                     copied[collection] += len(points)
                     if progress:
                         progress(collection, copied[collection])
+                store.optimize()  # one HNSW build for everything copied
                 if store.count() != expected:
                     raise StorageError(f"migration of {collection!r} copied {store.count()} of {expected} points; "
                                        f"the old index in {source} is untouched")
