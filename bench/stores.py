@@ -413,7 +413,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"data: {args.dim}-d unit vectors ({args.data}), batches of {args.batch}, top-10; "
           f"qdrant-edge: HNSW m={args.hnsw_m} ef_construct={args.ef_construct} "
           f"ef={args.hnsw_ef}, quantization={args.quantization} "
-          f"(oversampling {args.oversampling}), index_threshold={args.index_threshold}\n")
+          f"(oversampling {args.oversampling}), graph built "
+          + (f"inside add() every {args.index_threshold} points" if args.index_threshold
+             else "by one optimize() after the load") + "\n")
     results = []
     for n in args.sizes:
         res = {b: run_worker(b, n, args) for b in args.backends}

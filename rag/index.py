@@ -166,16 +166,20 @@ class RagIndex:
         )
 
     def info(self) -> Dict[str, Any]:
-        """Collections, point counts, models and storage location."""
+        """Collections, point counts (and unindexed points), models and storage location."""
         counts = self.counts()
+        collections = {
+            "text": {"name": self.settings.text_collection, "points": counts["text"]},
+            "image": {"name": self.settings.image_collection, "points": counts["image"]},
+        }
+        for kind, store in (("text", self.stores.text), ("image", self.stores.image)):
+            if hasattr(store, "unindexed"):  # qdrant-edge: points its HNSW graph does not hold yet
+                collections[kind]["unindexed"] = store.unindexed()
         return {
             "storage": str(Path(self.settings.storage).resolve()),
             "store": self.stores.kind,
             "location": self.stores.location,
-            "collections": {
-                "text": {"name": self.settings.text_collection, "points": counts["text"]},
-                "image": {"name": self.settings.image_collection, "points": counts["image"]},
-            },
+            "collections": collections,
             "models": {
                 "text": self.ledger.models.get("text", self.settings.text_model),
                 "image": self.ledger.models.get("image", self.settings.image_model),

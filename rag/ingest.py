@@ -307,7 +307,10 @@ class Ingestor:
         self.report.removed = len(gone)
 
     def build_search_graphs(self) -> None:
-        """One HNSW build at the end of the run (cheaper than rebuilding as points arrive)."""
+        """One HNSW build at the end of the run (cheaper than rebuilding as points arrive).
+
+        Also picks up points an interrupted run wrote; a no-op (microseconds) otherwise.
+        """
         new = self.report.text_nodes + self.report.image_nodes
         if self.progress and new >= GRAPH_NOTICE:
             tqdm.write(f"Adding {new} new points to the search graphs...", file=sys.stderr)
@@ -322,8 +325,7 @@ class Ingestor:
         self.ingest_images([p for p in pending if p.source.modality == "image"])
         if prune:
             self.prune(paths)
-        if self.report.text_nodes or self.report.image_nodes or self.report.removed:
-            self.build_search_graphs()
+        self.build_search_graphs()
         self.report.points = self.index.counts()
         self.report.seconds = round(time.perf_counter() - started, 3)
         return self.report

@@ -62,8 +62,23 @@ def test_search_graphs_are_built_once_per_run_that_wrote(open_test_index, corpus
     monkeypatch.setattr(index, "build_search_graphs", lambda: builds.append(index.counts()))
     ingest(index, [corpus], progress=False)
     assert builds == [{"text": 3, "image": 3}]  # once, after every point was written
+    (corpus / "notes.txt").write_text("# Notes\n\nA new passage about owls.\n")
     ingest(index, [corpus], progress=False)
-    assert len(builds) == 1  # nothing new: nothing to build
+    assert builds[1:] == [{"text": 4, "image": 3}]  # and again at the end of the next run
+
+
+def test_a_run_after_an_interrupted_one_builds_the_graph(open_test_index, corpus):
+    index = open_test_index()
+    ingest(index, [corpus], progress=False)
+    if index.stores.kind != "edge":
+        pytest.skip("only the embedded qdrant-edge store builds its graph in-process")
+    store = index.stores.text
+    nodes = store.get_nodes()  # with their embeddings; 600 copies are enough for a graph
+    extra = [n.model_copy(update={"id_": f"extra-{i}-{n.node_id}"}) for i in range(200) for n in nodes]
+    store.add(extra)  # written, then "killed" before the graph build
+    assert store.unindexed() == len(extra) + 3  # the 3 first points: below the engine's 1 KB minimum
+    report = ingest(index, [corpus], progress=False)  # nothing changed on disk
+    assert report.unchanged == 6 and store.unindexed() == 0
 
 
 def test_reingesting_an_unchanged_folder_embeds_nothing(counting, corpus):

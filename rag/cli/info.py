@@ -22,6 +22,8 @@ def command(as_json, storage, text_model, image_model) -> None:
         return
     click.echo(f"Storage:  {info['storage']} ({info['store']}: {info['location']})")
     for kind, collection in info["collections"].items():
-        click.echo(f"{kind.capitalize():<9} collection {collection['name']!r}: {collection['points']} points, "
+        unindexed = collection.get("unindexed", 0)
+        scanned = f" ({unindexed} outside the HNSW graph, scanned exactly)" if unindexed else ""
+        click.echo(f"{kind.capitalize():<9} collection {collection['name']!r}: {collection['points']} points{scanned}, "
                    f"model {info['models'][kind]}")
     click.echo(f"Files:    {info['files']} indexed")
