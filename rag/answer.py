@@ -583,8 +583,13 @@ class RagQueryEngine(BaseQueryEngine):
         )
         return messages
 
-    def _may_retry(self, error: RagError, prompt: Prompt) -> bool:
-        return isinstance(error, ImagesRefusedError) and self.fallback_to_captions and prompt.vision
+    def _fallback_or_raise(self, exc: Exception, prep: _Prepared, prompt: Prompt, started: bool = False) -> Prompt:
+        """After a failed LLM call: the text-only prompt to retry with when the model refused
+        the images (and nothing was streamed yet), otherwise raise the error users see."""
+        error = llm_error(exc, self.spec, sent_images=bool(prompt.images))
+        if not started and isinstance(error, ImagesRefusedError) and self.fallback_to_captions and prompt.vision:
+            return self._text_only(prep, error)
+        raise error from None
 
     # ---- public API
 
@@ -599,11 +604,8 @@ class RagQueryEngine(BaseQueryEngine):
                 messages = self._messages(prompt)
                 response = self.llm.chat(messages)
             except Exception as exc:
-                error = llm_error(exc, self.spec, sent_images=bool(prompt.images))
-                if self._may_retry(error, prompt):
-                    prompt = self._text_only(prep, error)  # type: ignore[arg-type]
-                    continue
-                raise error from None
+                prompt = self._fallback_or_raise(exc, prep, prompt)
+                continue
             return self._finish(prep, response.message.content or "", prompt)
 
     def stream(self, question: str, image: Optional[PathLike] = None, filters: Any = None) -> AnswerStream:
@@ -630,11 +632,7 @@ class RagQueryEngine(BaseQueryEngine):
                             yield chunk.delta
                     return
                 except Exception as exc:
-                    error = llm_error(exc, self.spec, sent_images=bool(prompt.images))
-                    if not started and self._may_retry(error, prompt):
-                        prompt = self._text_only(prep, error)  # type: ignore[arg-type]
-                        continue
-                    raise error from None
+                    prompt = self._fallback_or_raise(exc, prep, prompt, started)
 
         return AnswerStream(prep.sources, tokens(), lambda text: self._finish(prep, text, state["prompt"]))
 
@@ -651,11 +649,8 @@ class RagQueryEngine(BaseQueryEngine):
                 messages = self._messages(prompt)
                 response = await self.llm.achat(messages)
             except Exception as exc:
-                error = llm_error(exc, self.spec, sent_images=bool(prompt.images))
-                if self._may_retry(error, prompt):
-                    prompt = self._text_only(prep, error)  # type: ignore[arg-type]
-                    continue
-                raise error from None
+                prompt = self._fallback_or_raise(exc, prep, prompt)
+                continue
             return self._finish(prep, response.message.content or "", prompt)
 
     async def _astream_tokens(self, prep: _Prepared, state: dict) -> AsyncIterator[str]:
@@ -671,11 +666,7 @@ class RagQueryEngine(BaseQueryEngine):
                         yield chunk.delta
                 return
             except Exception as exc:
-                error = llm_error(exc, self.spec, sent_images=bool(prompt.images))
-                if not started and self._may_retry(error, prompt):
-                    prompt = self._text_only(prep, error)  # type: ignore[arg-type]
-                    continue
-                raise error from None
+                prompt = self._fallback_or_raise(exc, prep, prompt, started)
 
     # ---- LlamaIndex query engine protocol
 

@@ -101,8 +101,9 @@ def test_missing_model_is_a_clean_error(run, corpus, tmp_path):
     assert result.output.startswith(f"Error: cannot load the text model '{tmp_path / 'nope'}'")
 
 
-def test_bad_setting_value_is_named(tmp_path):
-    result = CliRunner().invoke(main, ["info"], env={"RAG_CHUNK_SIZE": "big", "RAG_STORAGE": str(tmp_path)})
+@pytest.mark.parametrize("args", [["info"], ["fetch", "Moon", "--out", "corpus"], ["ask", "Why?"]])
+def test_bad_setting_value_is_named(tmp_path, args):
+    result = CliRunner().invoke(main, args, env={"RAG_CHUNK_SIZE": "big", "RAG_STORAGE": str(tmp_path)})
     assert result.exit_code == 1
     assert result.output.strip() == "Error: RAG_CHUNK_SIZE must be an integer, got 'big'"
 

@@ -7,8 +7,7 @@ from typing import Optional
 
 import click
 
-from rag.cli.common import emit_json, fail, stderr
-from rag.errors import RagError
+from rag.cli.common import emit_json, settings_from, stderr, user_errors
 
 
 def _print_sources(answer) -> None:  # answer: rag.answer.Answer
@@ -37,6 +36,7 @@ def _print_sources(answer) -> None:  # answer: rag.answer.Answer
 @click.option("--model", help="Model name (overrides RAG_LLM_MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer, sources and citations as JSON.")
 @click.option("--no-stream", is_flag=True, help="Print the answer once complete instead of as it arrives.")
+@user_errors
 def command(
     question: str,
     image: Optional[Path],
@@ -62,31 +62,21 @@ def command(
       RAG_LLM=ollama RAG_LLM_MODEL=qwen2.5vl rag ask "What colour is the tower?"
     """
     from rag.answer import RagQueryEngine
-    from rag.config import Settings
+    from rag.retrieval import open_retriever  # imported here: tests replace it
 
-    try:
-        settings = Settings.from_env(llm=llm, llm_model=model)
-    except ValueError as exc:  # a malformed RAG_* value
-        raise click.ClickException(str(exc)) from None
-    try:
-        from rag.retrieval import open_retriever  # lazily: tests replace it
-
-        retriever = open_retriever(settings)
-        engine = RagQueryEngine.from_settings(
-            settings, retriever, top_k=top_k, image_top_k=image_top_k
-        )
-        if as_json or no_stream or engine.llm is None:
-            answer = engine.ask(question, image=image)
-            if not as_json and answer.answer is not None:
-                click.echo(answer.answer)
-        else:
-            stream = engine.stream(question, image=image)
-            for delta in stream:
-                click.echo(delta, nl=False)
-            click.echo()
-            answer = stream.get_answer()
-    except RagError as exc:
-        raise fail(exc) from None
+    settings = settings_from(llm=llm, llm_model=model)
+    retriever = open_retriever(settings)
+    engine = RagQueryEngine.from_settings(settings, retriever, top_k=top_k, image_top_k=image_top_k)
+    if as_json or no_stream or engine.llm is None:
+        answer = engine.ask(question, image=image)
+        if not as_json and answer.answer is not None:
+            click.echo(answer.answer)
+    else:
+        stream = engine.stream(question, image=image)
+        for delta in stream:
+            click.echo(delta, nl=False)
+        click.echo()
+        answer = stream.get_answer()
 
     if as_json:
         emit_json(answer.to_dict())

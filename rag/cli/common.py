@@ -47,11 +47,6 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def fail(exc: RagError) -> "click.ClickException":
-    """Turn a library error into the CLI error whose text the user sees."""
-    return click.ClickException(str(exc))
-
-
 def stderr(message: str) -> None:
     """A line on standard error (progress and notes, never results)."""
     click.echo(message, err=True)

@@ -7,8 +7,7 @@ from typing import Optional
 
 import click
 
-from rag.cli.common import emit_json, fail, stderr
-from rag.errors import RagError
+from rag.cli.common import emit_json, settings_from, stderr, user_errors
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # at least one title gave no article, or the fetch could not start
@@ -43,6 +42,7 @@ EXIT_USAGE = 2  # click's own code for bad options
               help="Your URL or e-mail for the User-Agent, as Wikimedia asks [env RAG_WIKI_CONTACT].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@user_errors
 def command(
     titles: tuple[str, ...],
     out: Path,
@@ -68,34 +68,30 @@ def command(
     disambiguation, invalid title, network or API error) or the fetch could not start,
     2 for bad options.
     """
-    from rag.config import Settings
     from rag.corpus.http import HttpPolicy
     from rag.corpus.wiki import FetchOptions, fetch_wikipedia
 
-    try:
-        settings = Settings.from_env(wiki_api_url=api_url)
-        options = FetchOptions(
-            max_images=max_images,
-            thumb_width=thumb_width,
-            min_side=min_side,
-            max_bytes=int(max_mb * 1024 * 1024),
-            max_pixels=settings.max_image_pixels,
-            allowed_hosts=allow_hosts,
-        )
-        policy = HttpPolicy(min_interval=min_interval, timeout=timeout, retries=retries)
-        report = fetch_wikipedia(
-            titles,
-            out,
-            settings=settings,
-            api_url=api_url,
-            lang=lang,
-            options=options,
-            policy=policy,
-            contact=contact or settings.wiki_contact,
-            progress=False if quiet else None,
-        )
-    except RagError as exc:
-        raise fail(exc) from None
+    settings = settings_from(wiki_api_url=api_url)
+    options = FetchOptions(
+        max_images=max_images,
+        thumb_width=thumb_width,
+        min_side=min_side,
+        max_bytes=int(max_mb * 1024 * 1024),
+        max_pixels=settings.max_image_pixels,
+        allowed_hosts=allow_hosts,
+    )
+    policy = HttpPolicy(min_interval=min_interval, timeout=timeout, retries=retries)
+    report = fetch_wikipedia(
+        titles,
+        out,
+        settings=settings,
+        api_url=api_url,
+        lang=lang,
+        options=options,
+        policy=policy,
+        contact=contact or settings.wiki_contact,
+        progress=False if quiet else None,
+    )
     if as_json:
         emit_json(report.to_dict())
     else:
