@@ -889,7 +889,8 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             self._warned_unindexed = True
             logger.warning(
                 "%d points of the vector store at %s are not in its HNSW graph yet, so "
-                "every query scans them exactly; call optimize() once after bulk loads.",
+                "every query scans them exactly; call optimize() once after bulk loads "
+                "(rag ingest does at the end of every run).",
                 self._unindexed, self.path,
             )
 
