@@ -72,7 +72,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from rag.errors import StorageError
-from rag.stores.payload import NODE_ID_NAMESPACE, node_payload, point_id_for  # noqa: F401
+from rag.stores.payload import node_payload, point_id_for
 
 try:  # POSIX only; on other systems the engine's own WAL lock still applies.
     import fcntl
