@@ -58,7 +58,7 @@ def ensure_models(cache: Path = DEFAULT_CACHE) -> Dict[str, Path]:
     root = Path(cache) / "models-full"
     done = root / ".complete"
     if not done.is_file():
-        from rag.random_models import build_models
+        from rag.testing.random_models import build_models
 
         build_models(root, "full")
         done.write_text("ok\n")
@@ -78,10 +78,10 @@ def resolve_models(text_model: Optional[str], image_model: Optional[str], cache:
 
 # ------------------------------------------------------------------ corpus
 
-# Words the random models' tokenizers know whole (rag.random_models), so a passage of N words
+# Words the random models' tokenizers know whole (rag.testing.random_models), so a passage of N words
 # is about N tokens for them and for real English tokenizers alike.
 def _words() -> List[str]:
-    from rag.random_models import _WORDS
+    from rag.testing.random_models import _WORDS
 
     return list(_WORDS)
 

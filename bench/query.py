@@ -10,7 +10,7 @@ collection (text and image), not embedded: this measures the query path only.
 
 In-process latency, models loaded and warmed up (5 queries), then `--queries` of each kind:
 
-- ours: `rag.retrieval.Retriever.search` over the default embedded store (qdrant-edge),
+- ours: `rag.search.retriever.Retriever.search` over the default embedded store (qdrant-edge),
   default precision; query encoders run concurrently.
 - stock: `MultiModalVectorStoreIndex.from_vector_store(...).as_retriever(similarity_top_k=5,
   image_similarity_top_k=3)` over two `QdrantVectorStore`s on one `QdrantClient(path=...)`,
@@ -126,7 +126,7 @@ def ours_settings(args: argparse.Namespace, storage: Path) -> Any:
 
 
 def fill_ours(args: argparse.Namespace) -> Dict[str, Any]:
-    from rag.index import RagIndex
+    from rag.index.core import RagIndex
 
     dims = model_dims(args.text_model, args.image_model)
     started = time.perf_counter()
@@ -212,9 +212,9 @@ def timed_runs(run: Any, texts: List[str], images: List[str], warmup: int, count
 
 
 def latency_ours(args: argparse.Namespace) -> Dict[str, Any]:
-    from rag.embeddings import resolve_precision
-    from rag.index import RagIndex
-    from rag.retrieval import Retriever
+    from rag.models.embeddings import resolve_precision
+    from rag.index.core import RagIndex
+    from rag.search.retriever import Retriever
 
     settings = ours_settings(args, Path(args.storage))
     index = RagIndex(settings)

@@ -46,7 +46,7 @@ def minilm_folder() -> Optional[Path]:
 def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[Settings], Any]]] = None) -> DemoModels:
     """Load the configured models; replace those that fail by stand-ins (and say so)."""
     if loaders is None:
-        from rag.embeddings import load_image_embedding, load_text_embedding
+        from rag.models.embeddings import load_image_embedding, load_text_embedding
 
         loaders = {"text": load_text_embedding, "image": load_image_embedding}
     demo = DemoModels(settings)
@@ -62,7 +62,7 @@ def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[S
     try:
         demo.image = loaders["image"](settings)
     except ModelLoadError:
-        from rag.random_models import build_clip
+        from rag.testing.random_models import build_clip
 
         folder = Path(str(settings.storage) + "-stand-in-models") / "clip-random"
         if not (folder / "config.json").is_file():

@@ -22,7 +22,7 @@ SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict:
-    from rag.random_models import build_models
+    from rag.testing.random_models import build_models
 
     return build_models(tmp_path_factory.mktemp("models"), "tiny")
 
@@ -44,7 +44,7 @@ def settings(tmp_path, tiny_models) -> Settings:
 @pytest.fixture(scope="session")
 def shared_embeddings(tiny_models):
     """The tiny models loaded once (loading is the slow part of many tests)."""
-    from rag.embeddings import load_image_embedding, load_text_embedding
+    from rag.models.embeddings import load_image_embedding, load_text_embedding
 
     s = Settings(text_model=str(tiny_models["text"]), image_model=str(tiny_models["image"]))
     return {"text": load_text_embedding(s), "image": load_image_embedding(s)}
@@ -53,7 +53,7 @@ def shared_embeddings(tiny_models):
 @pytest.fixture
 def open_test_index(settings, shared_embeddings):
     """Open an index over `settings` (or given settings) with the session's tiny models."""
-    from rag.index import RagIndex
+    from rag.index.core import RagIndex
 
     opened = []
 

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from rag import answer as answer_mod
-from rag import llms
+from rag.answer import engine as answer_mod
+from rag.answer import llms
 from conftest import FakeRetriever
-from rag.answer import (
+from rag.answer.engine import (
     Answer,
     ImageUnusable,
     RagQueryEngine,
@@ -29,8 +29,8 @@ from rag.answer import (
 )
 from rag.config import Settings
 from rag.errors import RagError
-from rag.hits import Hit
-from rag.llms import LLMConfigError, is_vision_model, resolve_llm
+from rag.types import Hit
+from rag.answer.llms import LLMConfigError, is_vision_model, resolve_llm
 
 WIKI = "https://en.wikipedia.org/wiki/Eiffel_Tower"
 
@@ -73,12 +73,12 @@ def no_network(monkeypatch):
 @pytest.fixture
 def fake_retrieval_module(monkeypatch):
     def install(retriever):
-        module = types.ModuleType("rag.retrieval")
+        module = types.ModuleType("rag.search.retriever")
         module.open_retriever = lambda settings: retriever
-        monkeypatch.setitem(sys.modules, "rag.retrieval", module)
-        import rag
+        monkeypatch.setitem(sys.modules, "rag.search.retriever", module)
+        import rag.search
 
-        monkeypatch.setattr(rag, "retrieval", module, raising=False)
+        monkeypatch.setattr(rag.search, "retriever", module, raising=False)
         return retriever
 
     return install

@@ -13,8 +13,8 @@ import textwrap
 import pytest
 from PIL import Image
 
-from rag.index import RagIndex
-from rag.ingest import ingest
+from rag.index.core import RagIndex
+from rag.index.ingest import ingest
 
 from conftest import photo
 
@@ -22,9 +22,9 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    import rag.ingest as ingest_module
+    import rag.index.ingest as ingest_module
     from rag.config import Settings
-    from rag.index import RagIndex
+    from rag.index.core import RagIndex
 
     storage, text_model, image_model, corpus, mode, after = sys.argv[1:7]
     after = int(after)

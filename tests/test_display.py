@@ -1,4 +1,4 @@
-"""rag.display: the HTML that notebooks show (escaping, highlights, thumbnails, links, counts)."""
+"""rag.display.html: the HTML that notebooks show (escaping, highlights, thumbnails, links, counts)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rag import display
-from rag.answer import Answer, Source
-from rag.display import (
+from rag.display import html as display
+from rag.answer.engine import Answer, Source
+from rag.display.html import (
     MAX_THUMB_BYTES,
     answer_view,
     collection_summary,
@@ -27,7 +27,7 @@ from rag.display import (
     query_terms,
     thumbnail,
 )
-from rag.hits import Hit
+from rag.types import Hit
 
 DATA_URL = re.compile(r'src="(data:image/(?:jpeg|png);base64,[A-Za-z0-9+/=]+)"')
 
@@ -249,7 +249,7 @@ def test_answer_links_citations_and_shows_thumbnails(sources, photos):
 def test_answer_view_takes_responses_and_streams(sources):
     from llama_index.core.base.response.schema import Response
 
-    from rag.answer import AnswerStream
+    from rag.answer.engine import AnswerStream
 
     answer = Answer(question="q", answer="See [2].", sources=sources, cited=[sources[1]])
     html = str(answer_view(answer))
@@ -261,7 +261,7 @@ def test_answer_view_takes_responses_and_streams(sources):
 
 
 def test_answer_without_llm_shows_the_prompt_with_images(sources, photos):
-    from rag.answer import build_prompt
+    from rag.answer.engine import build_prompt
 
     prompt = build_prompt("What is <this>?", sources, question_image=photos["small"]).render()
     answer = Answer(question="What is <this>?", answer=None, sources=sources, prompt=prompt,
@@ -296,7 +296,7 @@ def test_collection_summary_from_info():
 
 
 def test_summary_and_tables_of_a_real_index(open_test_index, corpus):
-    from rag.ingest import ingest
+    from rag.index.ingest import ingest
 
     index = open_test_index()
     ingest(index, [corpus], progress=False)

@@ -2,7 +2,7 @@
 
 The reference is the model run by hand with transformers in fp32 (mean pooling for a plain
 BERT folder, as sentence-transformers does; CLIP's image and text towers), L2-normalised.
-Tolerances are `rag.embeddings.PRECISION_MIN_COSINE`: fp32 >= 0.99999, bf16 >= 0.999.
+Tolerances are `rag.models.embeddings.PRECISION_MIN_COSINE`: fp32 >= 0.99999, bf16 >= 0.999.
 int8 is opt-in only: it never comes out of `auto`, and asking for it warns and says what it
 trades. No timing is asserted here (bench/ingest.py measures speed).
 """
@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rag import embeddings as emb
+from rag.models import embeddings as emb
 from rag.config import Settings
-from rag.embeddings import (
+from rag.models.embeddings import (
     PRECISION_MIN_COSINE,
     ClipTransformersEmbedding,
     load_image_embedding,
@@ -282,8 +282,8 @@ def test_opening_and_counting_an_index_imports_no_model_library(tmp_path):
     code = (
         "import sys\n"
         "from rag.config import Settings\n"
-        "from rag.index import open_index\n"
-        "import rag.embeddings, rag.ingest, rag.retrieval\n"
+        "from rag.index.core import open_index\n"
+        "import rag.models.embeddings, rag.index.ingest, rag.search.retriever\n"
         f"index = open_index(Settings(storage={str(tmp_path / 'storage')!r}))\n"
         "index.counts(); index.close()\n"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'llama_index.embeddings.huggingface')"
@@ -296,9 +296,9 @@ def test_opening_and_counting_an_index_imports_no_model_library(tmp_path):
 
 
 def test_a_passages_only_search_does_not_load_clip(settings, shared_embeddings, corpus):
-    from rag.index import RagIndex
-    from rag.ingest import ingest
-    from rag.retrieval import Retriever
+    from rag.index.core import RagIndex
+    from rag.index.ingest import ingest
+    from rag.search.retriever import Retriever
 
     with RagIndex(settings, text_embedding=shared_embeddings["text"], image_embedding=shared_embeddings["image"]) as index:
         ingest(index, [corpus], progress=False)
@@ -310,8 +310,8 @@ def test_a_passages_only_search_does_not_load_clip(settings, shared_embeddings, 
 
 def test_search_asks_the_stores_whether_they_are_empty_without_counting(open_test_index, corpus):
     """An exact count visits every point (milliseconds per 100k); search only needs 'any points?'."""
-    from rag.ingest import ingest
-    from rag.retrieval import Retriever, has_points
+    from rag.index.ingest import ingest
+    from rag.search.retriever import Retriever, has_points
 
     index = open_test_index()
     assert not has_points(index.stores.text) and not has_points(index.stores.image)
@@ -327,7 +327,7 @@ def test_search_asks_the_stores_whether_they_are_empty_without_counting(open_tes
 
 
 def test_has_points_falls_back_to_counting_for_stores_without_stats():
-    from rag.retrieval import has_points
+    from rag.search.retriever import has_points
 
     class Counted:
         def __init__(self, n):

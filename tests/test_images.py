@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag.corpus.images import inspect_image_bytes, open_image
+from rag.media.images import inspect_image_bytes, open_image
 from rag.errors import BadInputError
 
 from conftest import photo

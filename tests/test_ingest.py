@@ -7,8 +7,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from rag.index import RagIndex
-from rag.ingest import ingest
+from rag.index.core import RagIndex
+from rag.index.ingest import ingest
 from rag.errors import StorageError
 
 from conftest import photo

@@ -34,12 +34,12 @@ from llama_index.core.base.response.schema import (  # noqa: E402
 )
 from llama_index.core.schema import QueryBundle  # noqa: E402
 
-from rag import llms  # noqa: E402
+from rag.answer import llms  # noqa: E402
 from conftest import FakeRetriever
-from rag.answer import RagQueryEngine  # noqa: E402
+from rag.answer.engine import RagQueryEngine  # noqa: E402
 from rag.config import Settings  # noqa: E402
-from rag.hits import Hit  # noqa: E402
-from rag.llms import (  # noqa: E402
+from rag.types import Hit  # noqa: E402
+from rag.answer.llms import (  # noqa: E402
     ImagesRefusedError,
     LLMAuthError,
     LLMConnectionError,
@@ -267,15 +267,15 @@ def engine_for(server_url, hits, **kw) -> RagQueryEngine:
 
 @pytest.fixture
 def fake_retrieval_module(monkeypatch):
-    """Install a stand-in `rag.retrieval` whose open_retriever returns the given retriever."""
+    """Install a stand-in `rag.search.retriever` whose open_retriever returns the given retriever."""
 
     def install(retriever):
-        module = types.ModuleType("rag.retrieval")
+        module = types.ModuleType("rag.search.retriever")
         module.open_retriever = lambda settings: retriever
-        monkeypatch.setitem(sys.modules, "rag.retrieval", module)
-        import rag
+        monkeypatch.setitem(sys.modules, "rag.search.retriever", module)
+        import rag.search
 
-        monkeypatch.setattr(rag, "retrieval", module, raising=False)
+        monkeypatch.setattr(rag.search, "retriever", module, raising=False)
         return retriever
 
     return install

@@ -176,7 +176,7 @@ def test_notebook_runs(path, notebook_run):
     before = len(notebook_run["stub"].chat_requests())
     nb = execute(path, notebook_run["env"], notebook_run["out"])
     html = html_outputs(nb)
-    assert 'class="rag-view"' in html, f"{path.name} rendered no rag.display view"
+    assert 'class="rag-view"' in html, f"{path.name} rendered no rag.display.html view"
     assert "data:image/" in html, f"{path.name} showed no image"
     if path.stem.startswith("01"):
         assert "<td>text</td>" in html and "<td>image</td>" in html  # the collection summary

@@ -7,9 +7,9 @@ from llama_index.core.schema import QueryBundle
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 
 from rag.errors import RagError
-from rag.index import RagIndex
-from rag.ingest import ingest
-from rag.retrieval import Retriever, average_vectors
+from rag.index.core import RagIndex
+from rag.index.ingest import ingest
+from rag.search.retriever import Retriever, average_vectors
 
 from conftest import photo
 

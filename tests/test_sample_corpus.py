@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus.images import open_image
+from rag.media.images import open_image
 from rag.corpus.manifest import read_manifest
-from rag.index import RagIndex
-from rag.ingest import ingest
-from rag.retrieval import Retriever
+from rag.index.core import RagIndex
+from rag.index.ingest import ingest
+from rag.search.retriever import Retriever
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 

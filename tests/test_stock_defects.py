@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rag.ingest import ingest
-from rag.retrieval import Retriever
+from rag.index.ingest import ingest
+from rag.search.retriever import Retriever
 
 
 def test_1_images_land_in_the_image_collection(open_test_index, corpus):
@@ -29,7 +29,7 @@ def test_4_deleting_a_document_removes_its_image_points_too(open_test_index, cor
 
 
 def test_6_no_chunk_exceeds_the_text_models_512_tokens(open_test_index, corpus):
-    from rag.ingest import embed_input
+    from rag.index.ingest import embed_input
 
     words = " ".join(f"The moon{i} rises over the quiet sea and the stars{i} shine." for i in range(600))
     (corpus / "long.md").write_text("# A long article about the night sky\n\n" + words, encoding="utf-8")

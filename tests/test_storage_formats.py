@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from rag.cli import main
 from rag.errors import StorageError
-from rag.index import RagIndex
-from rag.ingest import ingest
-from rag.retrieval import Retriever
+from rag.index.core import RagIndex
+from rag.index.ingest import ingest
+from rag.search.retriever import Retriever
 
 
 def test_old_format_gets_the_migrate_command_then_migrates(settings, shared_embeddings, corpus):

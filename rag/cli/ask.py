@@ -61,8 +61,8 @@ def command(
       rag ask "What animal is this?" --image cat.jpg --json
       RAG_LLM=ollama RAG_LLM_MODEL=qwen2.5vl rag ask "What colour is the tower?"
     """
-    from rag.answer import RagQueryEngine
-    from rag.retrieval import open_retriever  # imported here: tests replace it
+    from rag.answer.engine import RagQueryEngine
+    from rag.search.retriever import open_retriever  # imported here: tests replace it
 
     settings = settings_from(llm=llm, llm_model=model)
     retriever = open_retriever(settings)

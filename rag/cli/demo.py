@@ -28,9 +28,9 @@ def command(corpus, storage, text_model, image_model) -> None:
     loaded (offline, nothing cached) it says so and uses stand-ins in a separate index.
     """
     from rag.demo import SAMPLE_CORPUS, demo_questions, first_image, load_demo_models
-    from rag.index import RagIndex
-    from rag.ingest import ingest
-    from rag.retrieval import Retriever
+    from rag.index.core import RagIndex
+    from rag.index.ingest import ingest
+    from rag.search.retriever import Retriever
 
     corpus = corpus or SAMPLE_CORPUS
     demo = load_demo_models(settings_from(storage, text_model, image_model))

@@ -13,7 +13,7 @@ from rag.cli.common import emit_json, settings_from, storage_options, user_error
 @user_errors
 def command(as_json, storage, text_model, image_model) -> None:
     """Show collections, point counts, models and storage location (loads no model)."""
-    from rag.index import open_index
+    from rag.index.core import open_index
 
     with open_index(settings_from(storage, text_model, image_model)) as index:
         info = index.info()

@@ -28,8 +28,8 @@ def command(paths, prune, as_json, quiet, storage, text_model, image_model) -> N
 
     Exit status: 0 when every file was indexed or unchanged, 3 when some were skipped.
     """
-    from rag.index import open_index
-    from rag.ingest import ingest
+    from rag.index.core import open_index
+    from rag.index.ingest import ingest
 
     settings = settings_from(storage, text_model, image_model)
     with open_index(settings) as index:

@@ -25,7 +25,7 @@ def command(query, image, top_k, image_top_k, filters, as_json, storage, text_mo
     Passages come from the text collection (BGE); images from the image collection (CLIP),
     matched against QUERY's meaning, the --image picture, or both together.
     """
-    from rag.retrieval import open_retriever
+    from rag.search.retriever import open_retriever
 
     metadata = {}
     for item in filters:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
-from rag.corpus.images import IMAGE_SUFFIXES
+from rag.media.images import IMAGE_SUFFIXES
 from rag.corpus.manifest import MANIFEST_NAME
 from rag.errors import BadInputError
 

@@ -43,7 +43,7 @@ from urllib.parse import urljoin, urlsplit
 
 from rag.config import Settings
 from rag.corpus.http import FetchError, HttpPolicy, PoliteSession, wiki_hosts
-from rag.corpus.images import DEFAULT_MAX_PIXELS, inspect_image_bytes
+from rag.media.images import DEFAULT_MAX_PIXELS, inspect_image_bytes
 from rag.corpus.manifest import MANIFEST_NAME, parse_manifest_lines
 from rag.errors import BadInputError, RagError
 

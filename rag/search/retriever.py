@@ -18,8 +18,8 @@ from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQue
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.hits import Hit
-from rag.index import RagIndex, open_index
+from rag.types import Hit
+from rag.index.core import RagIndex, open_index
 
 ImageQuery = Union[str, Path, None]
 

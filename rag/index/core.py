@@ -107,7 +107,7 @@ class RagIndex:
     @property
     def text_embedding(self) -> BaseEmbedding:
         if self._text_embedding is None:
-            from rag.embeddings import load_text_embedding
+            from rag.models.embeddings import load_text_embedding
 
             self._text_embedding = load_text_embedding(self.settings)
         return self._text_embedding
@@ -115,7 +115,7 @@ class RagIndex:
     @property
     def image_embedding(self) -> MultiModalEmbedding:
         if self._image_embedding is None:
-            from rag.embeddings import load_image_embedding
+            from rag.models.embeddings import load_image_embedding
 
             self._image_embedding = load_image_embedding(self.settings)
         return self._image_embedding

@@ -39,7 +39,7 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from PIL import Image
 
 from rag.config import BGE_QUERY_INSTRUCTION, Settings
-from rag.corpus.images import DEFAULT_MAX_PIXELS, open_image
+from rag.media.images import DEFAULT_MAX_PIXELS, open_image
 from rag.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
         if isinstance(item, Image.Image):
             return item if item.mode == "RGB" else item.convert("RGB")
         if hasattr(item, "read"):  # BytesIO, as LlamaIndex's ImageType allows
-            from rag.corpus.images import normalise
+            from rag.media.images import normalise
 
             return normalise(Image.open(item))
         return open_image(item, self.max_pixels)

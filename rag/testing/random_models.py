@@ -5,7 +5,7 @@ they load through exactly the same code path as the real models (`RAG_TEXT_MODEL
 `tiny` sizes keep tests fast; `full` sizes have the real architectures' shapes and FLOPs
 (BERT 384-wide x 12 layers like bge-small, CLIP ViT-B/32) for timing.
 
-    python -m rag.random_models DIR [--size tiny|full]
+    python -m rag.testing.random_models DIR [--size tiny|full]
 """
 
 from __future__ import annotations

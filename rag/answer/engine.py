@@ -37,8 +37,8 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 
 from rag.errors import RagError
-from rag.hits import Hit
-from rag.llms import (
+from rag.types import Hit
+from rag.answer.llms import (
     DEFAULT_MAX_IMAGE_SIDE,
     ImagesRefusedError,
     LLMSpec,
@@ -727,9 +727,9 @@ class RagQueryEngine(BaseQueryEngine):
 
 
 def open_query_engine(settings: Any, retriever: Any = None, **kwargs: Any) -> RagQueryEngine:
-    """The engine for these settings; opens the retriever with `rag.retrieval` when not given."""
+    """The engine for these settings; opens the retriever with `rag.search.retriever` when not given."""
     if retriever is None:
-        from rag.retrieval import open_retriever
+        from rag.search.retriever import open_retriever
 
         retriever = open_retriever(settings)
     return RagQueryEngine.from_settings(settings, retriever, **kwargs)

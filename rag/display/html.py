@@ -7,7 +7,7 @@ base64 JPEG/PNG thumbnails (at most `MAX_THUMB_SIDE` px a side, so a grid stays 
 enough to keep in a notebook); text from the corpus is always HTML-escaped; only http(s)
 URLs become links.
 
-    from rag.display import image_grid, passage_list, hits_view, answer_view, collection_summary
+    from rag.display.html import image_grid, passage_list, hits_view, answer_view, collection_summary
 
     hits = retriever.search("what does the astronaut wear?", image="astronaut.png")
     hits_view(hits, query="what does the astronaut wear?")   # passages, then an image grid

@@ -20,10 +20,11 @@ from llama_index.core.schema import ImageNode, NodeRelationship, RelatedNodeInfo
 from tqdm.auto import tqdm
 
 from rag.corpus.files import SourceFile, Skipped, decode_text, scan_paths, sha256_bytes, title_and_body
-from rag.corpus.images import open_image
+from rag.media.images import open_image
 from rag.corpus.manifest import find_manifests
 from rag.errors import BadInputError
-from rag.index import FileEntry, RagIndex
+from rag.index.core import FileEntry, RagIndex
+from rag.types import IngestReport
 
 ID_NAMESPACE = uuid.UUID("6c1d3f0e-5a57-4f53-9d0c-2f3b1c7e9a41")
 TEXT_GROUP = 256  # passages embedded and written per commit
@@ -32,31 +33,6 @@ GRAPH_NOTICE = 5000  # say so before a graph build over this many new points (se
 DECODE_WORKERS = 2  # threads decoding (and preprocessing) images ahead of the model
 # Manifest fields copied into node metadata (and so into every hit).
 MANIFEST_FIELDS = ("title", "url", "caption", "license", "attribution", "origin", "source_url", "lang")
-
-
-@dataclass
-class IngestReport:
-    """What one ingest did; `ok` is False when any file was skipped."""
-
-    text_nodes: int = 0
-    image_nodes: int = 0
-    files_indexed: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    ignored: int = 0
-    skipped: List[Dict[str, str]] = field(default_factory=list)
-    points: Dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    graph_seconds: float = 0.0  # of `seconds`, spent adding new points to the HNSW graphs
-
-    @property
-    def ok(self) -> bool:
-        return not self.skipped
-
-    def to_dict(self) -> Dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        return data
 
 
 @dataclass
@@ -209,7 +185,7 @@ class Ingestor:
         embedding = self.index.text_embedding
         tokenizer = getattr(getattr(embedding, "_model", None), "tokenizer", None)
         if tokenizer is None:
-            from rag.embeddings import load_text_tokenizer
+            from rag.models.embeddings import load_text_tokenizer
 
             tokenizer = load_text_tokenizer(self.index.settings)
         splitter = make_splitter(tokenizer, self.index.settings.chunk_size, self.index.settings.chunk_overlap)
@@ -235,7 +211,7 @@ class Ingestor:
                        ahead: int = 32) -> Iterator[Tuple[PendingFile, Any]]:
         """(file, RGB image -- or `prepare(image)` -- or BadInputError), made by two worker threads
         ahead of the model, at most `ahead` files in advance (memory stays bounded)."""
-        from rag.embeddings import prefetch
+        from rag.models.embeddings import prefetch
 
         max_pixels = self.index.settings.max_image_pixels
 
@@ -255,7 +231,7 @@ class Ingestor:
         batch_size = max(1, min(IMAGE_GROUP, getattr(embedding, "embed_batch_size", 16)))
         # Our CLIP: the workers also resize and normalise, so the main thread only runs the model.
         # Other models with `embed_image_batch`: decoded images. The stock backend: file paths.
-        from rag.embeddings import ClipTransformersEmbedding
+        from rag.models.embeddings import ClipTransformersEmbedding
 
         prepare: Optional[Callable[[Any], Any]] = None
         if isinstance(embedding, ClipTransformersEmbedding):

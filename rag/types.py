@@ -1,0 +1,147 @@
+"""Plain typed values shared by every layer: the library's API and the HTTP API's schema.
+
+Each value has `to_dict()` (JSON-ready) and `from_dict()` (its inverse), so the same objects
+travel through `RagService`, `rag ... --json`, the web server and its clients.
+This module imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Literal, Mapping, Optional
+
+Modality = Literal["text", "image"]
+MODALITIES = ("text", "image")
+
+
+def _known(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """The keys of `data` that are fields of the dataclass `cls` (extra keys are ignored)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class Hit:
+    """One retrieved passage or image.
+
+    `source` is what a person would cite: the article URL when known, else the file path.
+    `n` is the citation number when the hit is a numbered source of an answer.
+    `signals` explains the rank: for each signal that matched (e.g. "dense", "bm25",
+    "clip"), its rank and score.
+    """
+
+    modality: Modality
+    score: float
+    node_id: str
+    source: str
+    title: Optional[str] = None
+    url: Optional[str] = None
+    file: Optional[str] = None
+    text: Optional[str] = None  # the passage (text hits) or the caption (image hits)
+    image_path: Optional[str] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    n: Optional[int] = None
+    signals: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (what `rag search --json` prints for each hit)."""
+        data = asdict(self)
+        if self.modality == "text":
+            data.pop("image_path")
+        if self.n is None:
+            data.pop("n")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Hit":
+        return cls(**_known(cls, data))
+
+    def numbered(self, n: int) -> "Hit":
+        """A copy carrying citation number `n`."""
+        return Hit(**{**asdict(self), "n": n})
+
+    def label(self) -> str:
+        """One line for a Sources list: `Title - url-or-path` (image: the image file)."""
+        name = self.title or self.source
+        where = self.image_path if self.modality == "image" else (self.url or self.source)
+        kind = "image: " if self.modality == "image" else ""
+        return f"{kind}{name} - {where}" if where and where != name else f"{kind}{name}"
+
+
+@dataclass
+class SearchRequest:
+    """A query: text, an image (a path on the machine that runs the search), or both."""
+
+    query: str = ""
+    image: Optional[str] = None
+    top_k: int = 5
+    image_top_k: int = 3
+    filters: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchRequest":
+        return cls(**_known(cls, data))
+
+
+@dataclass
+class SearchResult:
+    """The hits of one search, best first."""
+
+    hits: List[Hit] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"hits": [h.to_dict() for h in self.hits]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchResult":
+        return cls([Hit.from_dict(h) for h in data.get("hits", [])])
+
+
+@dataclass
+class AskRequest:
+    """A question for the query engine, with the search options used to find its sources."""
+
+    question: str = ""
+    image: Optional[str] = None
+    top_k: int = 5
+    image_top_k: int = 3
+    filters: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AskRequest":
+        return cls(**_known(cls, data))
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did; `ok` is False when any file was skipped."""
+
+    text_nodes: int = 0
+    image_nodes: int = 0
+    files_indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    ignored: int = 0
+    skipped: List[Dict[str, str]] = field(default_factory=list)
+    points: Dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    graph_seconds: float = 0.0  # of `seconds`, spent adding new points to the HNSW graphs
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "IngestReport":
+        return cls(**_known(cls, data))
