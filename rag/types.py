@@ -145,3 +145,65 @@ class IngestReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "IngestReport":
         return cls(**_known(cls, data))
+
+
+# Keys every numbered source carries in an answer's JSON, even when empty; other Hit fields
+# (file, metadata, signals) appear only when set.
+_SOURCE_KEYS = ("n", "modality", "source", "title", "url", "text", "score", "node_id", "image_path")
+
+
+def _source_dict(hit: Hit) -> Dict[str, Any]:
+    return {k: v for k, v in hit.to_dict().items() if k in _SOURCE_KEYS or v not in (None, {}, [])}
+
+
+@dataclass
+class Answer:
+    """The result of a question: answer text (None without an LLM), numbered sources, citations.
+
+    `sources` and `cited` are Hits carrying their citation number `n`. Without an LLM,
+    `prompt` is the prompt that would be sent, as text, and `prompt_parts` the same prompt as
+    parts: `{"text": ...}` or `{"image": path, "n": n}` (no `n`: the question's own image).
+    """
+
+    question: str
+    answer: Optional[str]
+    sources: List[Hit] = field(default_factory=list)
+    cited: List[Hit] = field(default_factory=list)
+    unknown_citations: List[int] = field(default_factory=list)
+    prompt: Optional[str] = None
+    prompt_parts: List[Dict[str, Any]] = field(default_factory=list)
+    image: Optional[str] = None  # the image given with the question
+    llm: Optional[Dict[str, Any]] = None  # backend, model, base_url, vision
+    vision: bool = False  # whether pixels were sent
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (what `rag ask --json` prints); `prompt` keys only without an LLM."""
+        data: Dict[str, Any] = {
+            "question": self.question,
+            "image": self.image,
+            "answer": self.answer,
+            "sources": [_source_dict(s) for s in self.sources],
+            "cited": [_source_dict(s) for s in self.cited],
+            "unknown_citations": list(self.unknown_citations),
+            "llm": self.llm,
+            "vision": self.vision,
+            "notes": list(self.notes),
+        }
+        if self.prompt is not None:
+            data["prompt"] = self.prompt
+        if self.prompt_parts:
+            data["prompt_parts"] = [dict(p) for p in self.prompt_parts]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Answer":
+        values = _known(cls, data)
+        values.setdefault("question", "")
+        values.setdefault("answer", None)
+        for key in ("sources", "cited"):
+            values[key] = [Hit.from_dict(h) for h in data.get(key) or []]
+        return cls(**values)
+
+    def __str__(self) -> str:
+        return self.answer if self.answer is not None else (self.prompt or "")

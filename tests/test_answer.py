@@ -16,20 +16,13 @@ from PIL import Image
 from rag.answer import engine as answer_mod
 from rag.answer import llms
 from conftest import FakeRetriever
-from rag.answer.engine import (
-    Answer,
-    ImageUnusable,
-    RagQueryEngine,
-    Source,
-    build_prompt,
-    citation_numbers,
-    encode_image,
-    number_sources,
-    parse_citations,
-)
+from rag.answer.citations import citation_numbers, number_sources, parse_citations
+from rag.answer.engine import RagQueryEngine
+from rag.answer.prompt import build_prompt
 from rag.config import Settings
 from rag.errors import RagError
-from rag.types import Hit
+from rag.media.encode import ImageUnusable, encode_image
+from rag.types import Answer, Hit
 from rag.answer.llms import LLMConfigError, is_vision_model, resolve_llm
 
 WIKI = "https://en.wikipedia.org/wiki/Eiffel_Tower"
@@ -207,7 +200,7 @@ def test_parse_citations_maps_numbers_to_sources(hits):
 
 
 def test_answer_to_dict():
-    src = [Source(1, "text", "s", title="T", text="p"), Source(2, "image", "u", image_path="x.jpg")]
+    src = [Hit("text", None, None, "s", title="T", text="p", n=1), Hit("image", None, None, "u", image_path="x.jpg", n=2)]
     a = Answer(question="q", answer="yes [2]", sources=src, cited=[src[1]])
     data = a.to_dict()
     assert data["answer"] == "yes [2]"

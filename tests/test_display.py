@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from rag.display import html as display
-from rag.answer.engine import Answer, Source
 from rag.display.html import (
     MAX_THUMB_BYTES,
     answer_view,
@@ -27,7 +26,7 @@ from rag.display.html import (
     query_terms,
     thumbnail,
 )
-from rag.types import Hit
+from rag.types import Answer, Hit
 
 DATA_URL = re.compile(r'src="(data:image/(?:jpeg|png);base64,[A-Za-z0-9+/=]+)"')
 
@@ -188,7 +187,7 @@ def test_grid_accepts_paths_pairs_sources_nodes_and_dicts(photos):
     items = [
         photos["small"],
         (photos["small"], "a <pair>"),
-        Source(n=3, modality="image", source="s", title="Source title", image_path=str(photos["small"]), score=0.7),
+        Hit("image", 0.7, "s3", "s", title="Source title", image_path=str(photos["small"]), n=3),
         NodeWithScore(node=node, score=0.25),
         {"modality": "image", "title": "Dict title", "image_path": str(photos["small"])},
         text_hit("ignored: not an image"),
@@ -216,13 +215,13 @@ def test_hits_view_shows_passages_then_images(photos):
 
 
 @pytest.fixture
-def sources(photos) -> list[Source]:
+def sources(photos) -> list[Hit]:
     url = "https://en.wikipedia.org/wiki/Eiffel_Tower"
     return [
-        Source(1, "text", url, title="Eiffel Tower", url=url, text="Finished in 1889 for the <World's> Fair.", score=0.9),
-        Source(2, "text", "notes.md", title="Notes", text="Local notes.", score=0.8),
-        Source(3, "image", url, title="Eiffel Tower", url=url, text="The tower at night", image_path=str(photos["big"]),
-               score=0.3),
+        Hit("text", 0.9, "t1", url, title="Eiffel Tower", url=url, text="Finished in 1889 for the <World's> Fair.", n=1),
+        Hit("text", 0.8, "t2", "notes.md", title="Notes", text="Local notes.", n=2),
+        Hit("image", 0.3, "i3", url, title="Eiffel Tower", url=url, text="The tower at night", image_path=str(photos["big"]),
+            n=3),
     ]
 
 
@@ -249,7 +248,7 @@ def test_answer_links_citations_and_shows_thumbnails(sources, photos):
 def test_answer_view_takes_responses_and_streams(sources):
     from llama_index.core.base.response.schema import Response
 
-    from rag.answer.engine import AnswerStream
+    from rag.answer.attempts import AnswerStream
 
     answer = Answer(question="q", answer="See [2].", sources=sources, cited=[sources[1]])
     html = str(answer_view(answer))
@@ -261,11 +260,11 @@ def test_answer_view_takes_responses_and_streams(sources):
 
 
 def test_answer_without_llm_shows_the_prompt_with_images(sources, photos):
-    from rag.answer.engine import build_prompt
+    from rag.answer.prompt import build_prompt
 
-    prompt = build_prompt("What is <this>?", sources, question_image=photos["small"]).render()
-    answer = Answer(question="What is <this>?", answer=None, sources=sources, prompt=prompt,
-                    image=str(photos["small"]))
+    prompt = build_prompt("What is <this>?", sources, question_image=photos["small"])
+    answer = Answer(question="What is <this>?", answer=None, sources=sources, prompt=prompt.render(),
+                    prompt_parts=prompt.to_parts(), image=str(photos["small"]))
     html = str(answer_view(answer))
     assert "No LLM was called (RAG_LLM=none)" in html
     assert "&lt;image [3]&gt;" in html and "&lt;question image&gt;" in html
@@ -276,7 +275,7 @@ def test_answer_without_llm_shows_the_prompt_with_images(sources, photos):
 
 
 def test_prompt_view_leaves_unknown_markup_escaped():
-    html = str(prompt_view("A <b>passage</b>\n<image [2]: /nowhere.png>\n"))
+    html = str(prompt_view([{"text": "A <b>passage</b>\n"}, {"image": "/nowhere.png", "n": 2}]))
     assert "A &lt;b&gt;passage&lt;/b&gt;" in html and "image unavailable" in html
 
 
