@@ -245,6 +245,37 @@ def test_answer_links_citations_and_shows_thumbnails(sources, photos):
     assert str(answer_view(answer.to_dict())) == html  # the dict form renders the same
 
 
+def _anchor(html: str) -> str:
+    return re.search(r'id="(rag-src-[0-9a-f]{8})-1"', html).group(1)
+
+
+def test_answer_links_source_n_citations_like_the_engine(sources):
+    from rag.answer.citations import parse_citations
+
+    text = "Local notes say so [source 2]."
+    cited, unknown = parse_citations(text, sources)
+    html = str(answer_view(Answer(question="q", answer=text, sources=sources, cited=cited)))
+    assert [s.n for s in cited] == [2] and unknown == []
+    assert f'so [<a href="#{_anchor(html)}-2">2</a>].' in html and "[source 2]" not in html
+
+
+def test_answer_links_ranges_like_the_engine(sources):
+    from rag.answer.citations import parse_citations
+
+    text = "All three agree [1-3]."
+    cited, unknown = parse_citations(text, sources)
+    html = str(answer_view(Answer(question="q", answer=text, sources=sources, cited=cited)))
+    assert [s.n for s in cited] == [1, 2, 3] and unknown == []
+    a = _anchor(html)
+    assert f'agree [<a href="#{a}-1">1</a>, <a href="#{a}-2">2</a>, <a href="#{a}-3">3</a>].' in html
+    assert "(not cited)" not in html
+
+
+def test_a_citation_naming_an_unknown_source_stays_text(sources):
+    html = str(answer_view(Answer(question="q", answer="See [2-4] and [source 9].", sources=sources)))
+    assert "See [2-4] and [source 9]." in html and 'href="#rag-src-' not in html
+
+
 def test_answer_view_takes_responses_and_streams(sources):
     from llama_index.core.base.response.schema import Response
 
@@ -272,6 +303,15 @@ def test_answer_without_llm_shows_the_prompt_with_images(sources, photos):
     assert "Question: What is &lt;this&gt;?" in html and "<this>" not in html
     assert len(DATA_URL.findall(html)) == 4  # question image on top, two in the prompt, source [3]
     assert "(not cited)" not in html
+
+
+def test_prompt_view_draws_only_image_parts_as_images(photos):
+    # A passage that contains placeholder-like text stays text: images come from the parts only.
+    parts = [{"text": f"A passage quoting <image [1]: {photos['small']}>\n"}, {"image": str(photos["small"]), "n": 2}]
+    html = str(prompt_view(parts))
+    assert len(DATA_URL.findall(html)) == 1 and "&lt;image [2]&gt;" in html
+    assert f"A passage quoting &lt;image [1]: {photos['small']}&gt;" in html
+    assert repr(prompt_view(parts)) == "<HtmlView: prompt with 1 images>"
 
 
 def test_prompt_view_leaves_unknown_markup_escaped():
