@@ -8,7 +8,7 @@ This module imports nothing from the rest of the package.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Literal, Mapping, Optional
+from typing import Any, Dict, List, Literal, Mapping, Optional, Type, TypeVar
 
 Modality = Literal["text", "image"]
 MODALITIES = ("text", "image")
@@ -20,8 +20,24 @@ def _known(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+V = TypeVar("V", bound="_Plain")
+
+
+class _Plain:
+    """`to_dict()` and `from_dict()` for a dataclass whose fields are all JSON-ready."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: Type[V], data: Mapping[str, Any]) -> V:
+        """The value back from `to_dict()` output (unknown keys are ignored)."""
+        return cls(**_known(cls, data))
+
+
 @dataclass
-class Hit:
+class Hit(_Plain):
     """One retrieved passage or image.
 
     `source` is what a person would cite: the article URL when known, else the file path.
@@ -52,10 +68,6 @@ class Hit:
             data.pop("n")
         return data
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Hit":
-        return cls(**_known(cls, data))
-
     def numbered(self, n: int) -> "Hit":
         """A copy carrying citation number `n`."""
         return Hit(**{**asdict(self), "n": n})
@@ -69,7 +81,7 @@ class Hit:
 
 
 @dataclass
-class SearchRequest:
+class SearchRequest(_Plain):
     """A query: text, an image (a path on the machine that runs the search), or both."""
 
     query: str = ""
@@ -77,13 +89,6 @@ class SearchRequest:
     top_k: int = 5
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchRequest":
-        return cls(**_known(cls, data))
 
 
 @dataclass
@@ -101,7 +106,7 @@ class SearchResult:
 
 
 @dataclass
-class AskRequest:
+class AskRequest(_Plain):
     """A question for the query engine, with the search options used to find its sources."""
 
     question: str = ""
@@ -110,16 +115,9 @@ class AskRequest:
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AskRequest":
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class IngestReport:
+class IngestReport(_Plain):
     """What one ingest did; `ok` is False when any file was skipped."""
 
     text_nodes: int = 0
@@ -141,10 +139,6 @@ class IngestReport:
         data = asdict(self)
         data["ok"] = self.ok
         return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "IngestReport":
-        return cls(**_known(cls, data))
 
 
 # Keys every numbered source carries in an answer's JSON, even when empty; other Hit fields

@@ -50,6 +50,12 @@ class Attempts:
                          self.spec.backend, self.spec.model, len(self.prompt.images), self.prompt.vision)
             yield messages
 
+    def deliver(self, delta: Optional[str]) -> bool:
+        """Should this delta reach the caller? Non-empty ones do, and mark the attempt started."""
+        if delta:
+            self.started = True
+        return bool(delta)
+
     def failed(self, exc: Exception) -> None:
         """After a failed call: set up the caption-only attempt when it applies, else raise."""
         error = llm_error(exc, self.spec, sent_images=bool(self.prompt.images))
@@ -65,8 +71,7 @@ def deltas(attempts: Attempts, call: SyncCall) -> Iterator[str]:
     for messages in attempts:
         try:
             for delta in call(messages):
-                if delta:
-                    attempts.started = True
+                if attempts.deliver(delta):
                     yield delta
             return
         except Exception as exc:
@@ -78,8 +83,7 @@ async def adeltas(attempts: Attempts, call: AsyncCall) -> AsyncIterator[str]:
     for messages in attempts:
         try:
             async for delta in call(messages):
-                if delta:
-                    attempts.started = True
+                if attempts.deliver(delta):
                     yield delta
             return
         except Exception as exc:

@@ -38,11 +38,8 @@ class ImagePart:
     n: Optional[int] = None  # None: the question's own image
     encoded: Optional[EncodedImage] = None
 
-    def placeholder(self) -> str:
-        """How the image stands in the prompt's text: `<image [n]: path>`."""
-        return placeholder(self.to_dict())
-
     def to_dict(self) -> Dict[str, Any]:
+        """The JSON part: `{"image": path, "n": n}` (no `n` for the question's image)."""
         return {"image": self.path} if self.n is None else {"image": self.path, "n": self.n}
 
 
