@@ -166,6 +166,17 @@ def test_thumbnail_side_is_clamped_and_size_capped(photos):
     assert max(tiny.width, tiny.height) == display.MIN_THUMB_SIDE
 
 
+def test_a_transparent_image_too_large_as_png_is_flattened_to_jpeg(tmp_path):
+    noise = Image.effect_noise((600, 600), 20)
+    path = tmp_path / "noisy.png"
+    Image.merge("RGBA", [noise, noise, noise, Image.new("L", (600, 600), 128)]).save(path)
+    thumb = thumbnail(path, side=512)
+    assert (thumb.mime, thumb.width, thumb.height) == ("image/jpeg", 512, 512)
+    assert len(base64.b64decode(thumb.b64)) <= MAX_THUMB_BYTES
+    small = thumbnail(path, side=64)  # small enough to stay a PNG with its transparency
+    assert small.mime == "image/png" and decode(small.data_url).mode == "RGBA"
+
+
 def test_grid_limits_the_number_of_images(photos):
     hits = [image_hit(photos["small"], node_id=f"i{i}") for i in range(30)]
     view = image_grid(hits, max_images=5)
