@@ -13,34 +13,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
 
 from rag.config import Settings
 from rag.errors import RagError
 from rag.types import Hit
 from rag.index.core import RagIndex, open_index
+from rag.search.nodes import hit_to_node, hit_to_scored_node, node_to_hit  # noqa: F401 (re-exported)
 
 ImageQuery = Union[str, Path, None]
-
-
-def node_to_hit(node: Any, score: float) -> Hit:
-    """A typed hit from a stored node (pure)."""
-    meta = dict(node.metadata or {})
-    is_image = isinstance(node, ImageNode) or meta.get("modality") == "image"
-    file = meta.get("file_path") or getattr(node, "image_path", None)
-    return Hit(
-        modality="image" if is_image else "text",
-        score=float(score),
-        node_id=node.node_id,
-        source=meta.get("url") or file or node.node_id,
-        title=meta.get("title"),
-        url=meta.get("url"),
-        file=file,
-        text=(meta.get("caption") or node.text or None) if is_image else node.text,
-        image_path=(getattr(node, "image_path", None) or file) if is_image else None,
-        metadata=meta,
-    )
 
 
 def average_vectors(a: List[float], b: List[float]) -> List[float]:
@@ -144,16 +126,7 @@ class LlamaRetriever(BaseRetriever):
         image = query_bundle.image_path if getattr(query_bundle, "image_path", None) else None
         hits = self._retriever.search(query_bundle.query_str, image=image, top_k=self._top_k,
                                       image_top_k=self._image_top_k)
-        return [NodeWithScore(node=hit_to_node(hit), score=hit.score) for hit in hits]
-
-
-def hit_to_node(hit: Hit) -> Any:
-    """Back from a hit to a LlamaIndex node (for query engines)."""
-    from llama_index.core.schema import TextNode
-
-    if hit.modality == "image":
-        return ImageNode(id_=hit.node_id, image_path=hit.image_path, text=hit.text or "", metadata=hit.metadata)
-    return TextNode(id_=hit.node_id, text=hit.text or "", metadata=hit.metadata)
+        return [hit_to_scored_node(hit) for hit in hits]
 
 
 def open_retriever(settings: Optional[Settings] = None) -> Retriever:
