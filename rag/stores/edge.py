@@ -16,11 +16,7 @@ Guarantees, as verified against qdrant-edge-py 0.9.0:
   survives the process being killed (SIGKILL) right after ``add()`` returns.
   Surviving a power loss or kernel crash needs an fsync: pass
   ``flush_on_write=True`` (or call :meth:`flush`).
-* The engine itself takes a non-blocking lock on the WAL directory, so a second
-  opener fails with an opaque ``Can't init WAL: Kind(WouldBlock)``. This module
-  takes its own ``flock`` on ``.lock`` first (which also covers the time before the
-  shard exists) and turns both into a :class:`rag.errors.StorageError` naming the
-  directory and the holder's pid.
+* One process (and one store object) per directory: see :mod:`rag.stores.edge_files`.
 * The engine has no background optimizer: points land in a plain segment that
   is searched exhaustively, and only ``EdgeShard.optimize()`` builds the HNSW
   graph. ``optimize()`` holds the GIL for the whole build (a Python thread

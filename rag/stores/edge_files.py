@@ -3,6 +3,11 @@
     .lock            flock()ed while a store object has the directory open; holds its pid
     rag_store.json   format version, dimension, distance (written by this package)
     shard/           the qdrant-edge shard itself (wal/, segments/, edge_config.json)
+
+The engine itself takes a non-blocking lock on the WAL directory, so a second opener fails
+with an opaque ``Can't init WAL: Kind(WouldBlock)``. The store takes its own ``flock`` on
+``.lock`` first (which also covers the time before the shard exists) and turns both into a
+:class:`rag.errors.StorageError` naming the directory and the holder's pid.
 """
 
 from __future__ import annotations
