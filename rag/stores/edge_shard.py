@@ -153,16 +153,8 @@ def search_request(
 
     ``extra`` passes on other request fields (``prefetches=...`` for fusion queries).
     """
-    return qe.QueryRequest(
-        limit=limit,
-        query=query,
-        filter=flt,
-        with_payload=True,
-        with_vector=False,
-        params=params,
-        score_threshold=score_threshold,
-        **extra,
-    )
+    return qe.QueryRequest(limit=limit, query=query, filter=flt, with_payload=True, with_vector=False,
+                           params=params, score_threshold=score_threshold, **extra)
 
 
 def scroll_records(shard: Any, flt: Optional[qe.Filter], limit: Optional[int]) -> Iterator[Any]:
