@@ -18,7 +18,7 @@ def _show(title: str, hits) -> None:
 
 @click.command("demo")
 @click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Corpus folder [default: the bundled data/sample].")
+              help="Corpus folder [default: the sample bundled with the package].")
 @storage_options
 @user_errors
 def command(corpus, storage, text_model, image_model) -> None:
@@ -27,12 +27,12 @@ def command(corpus, storage, text_model, image_model) -> None:
     Uses RAG_TEXT_MODEL / RAG_IMAGE_MODEL (BGE and CLIP by default). When they cannot be
     loaded (offline, nothing cached) it says so and uses stand-ins in a separate index.
     """
-    from rag.demo import SAMPLE_CORPUS, demo_questions, first_image, load_demo_models
+    from rag.demo import demo_questions, first_image, load_demo_models, sample_corpus
     from rag.index.core import RagIndex
     from rag.index.ingest import ingest
     from rag.search.retriever import Retriever
 
-    corpus = corpus or SAMPLE_CORPUS
+    corpus = corpus or sample_corpus()
     demo = load_demo_models(settings_from(storage, text_model, image_model))
     for note in demo.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)
