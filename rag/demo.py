@@ -58,7 +58,8 @@ def minilm_folder() -> Optional[Path]:
 def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[Settings], Any]]] = None) -> DemoModels:
     """Load the configured models; replace those that fail by stand-ins (and say so)."""
     if loaders is None:
-        from rag.models.embeddings import load_image_embedding, load_text_embedding
+        from rag.models.image import load_image_embedding
+        from rag.models.text import load_text_embedding
 
         loaders = {"text": load_text_embedding, "image": load_image_embedding}
     demo = DemoModels(settings)

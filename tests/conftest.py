@@ -44,7 +44,8 @@ def settings(tmp_path, tiny_models) -> Settings:
 @pytest.fixture(scope="session")
 def shared_embeddings(tiny_models):
     """The tiny models loaded once (loading is the slow part of many tests)."""
-    from rag.models.embeddings import load_image_embedding, load_text_embedding
+    from rag.models.image import load_image_embedding
+    from rag.models.text import load_text_embedding
 
     s = Settings(text_model=str(tiny_models["text"]), image_model=str(tiny_models["image"]))
     return {"text": load_text_embedding(s), "image": load_image_embedding(s)}

@@ -2,7 +2,7 @@
 
 The reference is the model run by hand with transformers in fp32 (mean pooling for a plain
 BERT folder, as sentence-transformers does; CLIP's image and text towers), L2-normalised.
-Tolerances are `rag.models.embeddings.PRECISION_MIN_COSINE`: fp32 >= 0.99999, bf16 >= 0.999.
+Tolerances are `rag.models.precision.PRECISION_MIN_COSINE`: fp32 >= 0.99999, bf16 >= 0.999.
 int8 is opt-in only: it never comes out of `auto`, and asking for it warns and says what it
 trades. No timing is asserted here (bench/ingest.py measures speed).
 """
@@ -19,17 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from rag.models import embeddings as emb
 from rag.config import Settings
-from rag.models.embeddings import (
-    PRECISION_MIN_COSINE,
-    ClipTransformersEmbedding,
-    load_image_embedding,
-    load_text_embedding,
-    precision_label,
-    prefetch,
-    resolve_precision,
-)
+from rag.models import precision as emb
+from rag.models.batching import prefetch
+from rag.models.clip import ClipTransformersEmbedding
+from rag.models.image import load_image_embedding
+from rag.models.precision import PRECISION_MIN_COSINE, precision_label, resolve_precision
+from rag.models.text import load_text_embedding
 from rag.errors import ModelLoadError
 
 from conftest import photo

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from rag.config import BGE_QUERY_INSTRUCTION, Settings
-from rag.models.embeddings import ClipTransformersEmbedding, load_image_embedding, load_text_embedding, query_instruction_for
+from rag.models.clip import ClipTransformersEmbedding
+from rag.models.image import load_image_embedding
+from rag.models.text import load_text_embedding, query_instruction_for
 from rag.errors import ModelLoadError
 
 from conftest import photo
