@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,13 @@ def open_test_index(settings, shared_embeddings):
     yield opener
     for index in opened:
         index.close()
+
+
+def run_python(code: str, timeout: float = 120) -> str:
+    """Run `code` in a fresh interpreter (this one's environment); its stdout, stripped."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def photo(name: str) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ from rag.models.precision import PRECISION_MIN_COSINE, precision_label, resolve_
 from rag.models.text import load_text_embedding
 from rag.errors import ModelLoadError
 
-from conftest import photo
+from conftest import photo, run_python
 
 PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "moon.png", "horse.png", "camera.png"]
 TEXTS = [
@@ -272,9 +271,6 @@ def test_prefetch_passes_errors_through_in_order():
 
 def test_opening_and_counting_an_index_imports_no_model_library(tmp_path):
     """`rag info`, and `rag search` up to the first query, must not pay for torch/transformers imports."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from rag.config import Settings\n"
@@ -286,9 +282,7 @@ def test_opening_and_counting_an_index_imports_no_model_library(tmp_path):
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ""
+    assert run_python(code) == ""
 
 
 def test_a_passages_only_search_does_not_load_clip(settings, shared_embeddings, corpus):

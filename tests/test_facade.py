@@ -10,15 +10,15 @@ import pytest
 
 import rag
 
+from conftest import run_python
+
 HEAVY = ("torch", "transformers", "sentence_transformers", "llama_index")
 
 
 def _imported_after(code: str) -> list:
     """The heavy top-level packages a fresh interpreter holds after running `code`."""
     probe = code + "\nimport sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & set(%r)))" % (HEAVY,)
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return ast.literal_eval(out.stdout.strip())
+    return ast.literal_eval(run_python(probe))
 
 
 def test_import_rag_imports_no_model_or_index_library():
