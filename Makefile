@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/query.py
 
 clean:
-	rm -rf $(VENV) storage storage-demo-stand-ins storage-stand-in-models .pytest_cache
+	rm -rf $(VENV) storage storage-demo-stand-ins storage-demo-random-stand-ins storage-stand-in-models .pytest_cache

@@ -90,7 +90,10 @@ def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[S
         demo.notes.append(f"image model {settings.image_model!r} unavailable: using a random-weight CLIP "
                           "stand-in, so image rankings are meaningless")
     if demo.notes:
-        demo.settings = demo.settings.with_overrides(storage=Path(str(settings.storage) + "-demo-stand-ins"))
+        # Each set of stand-ins gets its own index: an index refuses a model other than its own.
+        random_text = demo.settings.text_model == str(stand_ins / "bert-random")
+        suffix = "-demo-random-stand-ins" if random_text else "-demo-stand-ins"
+        demo.settings = demo.settings.with_overrides(storage=Path(str(settings.storage) + suffix))
         demo.notes.append(f"stand-in models get an index of their own: {demo.settings.storage}")
     return demo
 

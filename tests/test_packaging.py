@@ -85,7 +85,7 @@ def test_rag_demo_runs_offline_from_an_installed_wheel(wheel, tmp_path):
     site_sample = next(venv.glob("lib/python*/site-packages/rag/sample"))
     lines = out.stdout.splitlines()
     indexed = re.fullmatch(rf"Indexed {re.escape(str(site_sample))}: (\d+) passages and (\d+) images in "
-                           r"storage-demo-stand-ins \((\d+) new files, 0 unchanged, \d+\.\d s\)\.", lines[0])
+                           r"storage-demo-random-stand-ins \((\d+) new files, 0 unchanged, \d+\.\d s\)\.", lines[0])
     assert indexed, out.stdout
     articles = len([p for p in SAMPLE.glob("*.md") if p.name != "README.md"])
     images = len(list((SAMPLE / "images").iterdir()))
@@ -105,4 +105,4 @@ def test_rag_demo_runs_offline_from_an_installed_wheel(wheel, tmp_path):
 
     assert "random-weight BERT stand-in" in out.stderr and "random-weight CLIP stand-in" in out.stderr
     assert "Traceback" not in out.stderr
-    assert sorted(p.name for p in work.iterdir()) == ["storage-demo-stand-ins", "storage-stand-in-models"]
+    assert sorted(p.name for p in work.iterdir()) == ["storage-demo-random-stand-ins", "storage-stand-in-models"]
