@@ -7,7 +7,7 @@ HTTP unchanged.
     from rag import RagService
 
     with RagService() as rag:                     # settings from RAG_* variables
-        rag.ingest(["data/sample"])
+        rag.ingest(["my-articles/"])
         for hit in rag.search("a cup of coffee").hits:
             print(hit.modality, hit.title, hit.score)
         print(rag.ask("Who wrote one of the first compilers?"))
