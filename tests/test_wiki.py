@@ -629,3 +629,13 @@ def test_api_errors_and_non_json(wiki: StandIn) -> None:
         client.get_json(wiki.base + "/images/thumb/cable-car.jpg", {}, hosts)
     with pytest.raises(FetchError, match="HTTP 404"):
         client.download(wiki.base + "/images/nope.jpg", hosts, max_bytes=1000)
+
+
+def test_the_wikipedia_package_is_left_untouched(wiki: StandIn, tmp_path: Path) -> None:
+    import wikipedia.wikipedia as module
+
+    before = {name: getattr(module, name) for name in ("_wiki_request", "API_URL", "USER_AGENT", "search", "summary")}
+    report = run(wiki, ["Batman", "Mercury"], tmp_path)
+    assert [a.status for a in report.articles] == ["fetched", "disambiguation"]
+    after = {name: getattr(module, name) for name in before}
+    assert all(after[name] is before[name] for name in before), after
