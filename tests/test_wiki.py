@@ -142,6 +142,30 @@ class StandIn:
             step = self.plans[path].pop(0) if self.plans[path] else None
         if step is not None and step[0] == "delay":
             time.sleep(step[1])
+        elif step is not None and step[0] == "body":  # this answer instead of the usual one
+            _, content_type, body = step
+            self._send(request, 200, body, content_type)
+            return
+        elif step is not None and step[0] == "trickle":  # a byte at a time, slowly
+            _, interval, total = step
+            request.send_response(200)
+            request.send_header("Content-Type", "image/jpeg")
+            request.send_header("Content-Length", str(total))
+            request.end_headers()
+            for _ in range(total):
+                request.wfile.write(b"x")
+                request.wfile.flush()
+                time.sleep(interval)
+            return
+        elif step is not None and step[0] == "endless":  # a body that never ends (no length)
+            request.send_response(200)
+            request.send_header("Content-Type", step[1])
+            request.send_header("Connection", "close")
+            request.end_headers()
+            block = b"\xff\xd8\xff" + bytes(65533)
+            for _ in range(10_000):  # 640 MB at most: the client gives up long before
+                request.wfile.write(block)
+            return
         elif step is not None and step[0] == "status":
             _, code, headers = step
             body = b"<html><body>slow down</body></html>"
