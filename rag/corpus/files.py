@@ -163,6 +163,8 @@ def scan_paths(
                 if kind is not None or explicit:
                     what = special or "not a regular file"
                     skipped.append(Skipped(str(path), f"{what}, not a regular file; reading it could block, skipped"))
+                else:
+                    ignored.append(str(path))
                 continue
             resolved = path.resolve()
             if not explicit and _under_manifest(path, root) and nfc_key(resolved) not in listed_keys:

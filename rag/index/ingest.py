@@ -4,6 +4,11 @@ Node ids derive from the file's path and the hash of its bytes, so an unchanged 
 skipped without loading a model, a changed file replaces its nodes, and a crash part-way
 is repaired by running the same ingest again (the ledger is saved after every group).
 Bad files are reported with the reason and never remove what was indexed before.
+Which files are read at all (special files, links leading outside the folder, link loops,
+odd names) is decided by `rag.corpus.files.scan_paths`; see that module. Images that
+cannot be decoded, vanish after the scan, or are too small (under MIN_IMAGE_SIDE) or too
+elongated (over MAX_ASPECT_RATIO) for CLIP are skipped; animated and multi-page images
+contribute their first frame.
 """
 
 from __future__ import annotations
@@ -129,12 +134,10 @@ def checked_image(path: Path, max_pixels: int) -> Any:
     except Exception as exc:  # a decoder failing on hostile bytes: that file is skipped, the run goes on
         raise BadInputError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
     width, height = image.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadInputError(path, f"too elongated to embed ({width}x{height}; at most {MAX_ASPECT_RATIO}:1)")
     if min(width, height) < MIN_IMAGE_SIDE:
         raise BadInputError(path, f"too small to embed ({width}x{height}; the shorter side must be >= {MIN_IMAGE_SIDE} px)")
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise BadInputError(
-            path, f"too elongated to embed ({width}x{height}; at most {MAX_ASPECT_RATIO}:1)"
-        )
     return image
 
 
