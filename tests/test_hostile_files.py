@@ -169,6 +169,8 @@ def test_a_folder_of_hostile_files_indexes_the_rest(open_test_index, corpus) -> 
     (corpus / "jpeg-named.png").write_bytes(photo("rocket.jpg").read_bytes())  # another format: still a photo
     os.mkfifo(corpus / "pipe.md")
     (corpus / "escape.md").symlink_to(photo("rocket.jpg").parent / "README.txt")
+    with open(os.fsencode(str(corpus)) + b"/caf\xe9.md", "w") as handle:
+        handle.write("# Cafe\n\ntext")
 
     index = open_test_index()
     report = ingest(index, [corpus], progress=False)
@@ -182,6 +184,7 @@ def test_a_folder_of_hostile_files_indexes_the_rest(open_test_index, corpus) -> 
         "liar.png": "60000x60000 pixels is over the limit of 64,000,000 (possible decompression bomb)",
         "document.jpg": "not a recognised image format (corrupt or unsupported)",
         "pipe.md": f"a FIFO (named pipe), {BLOCKING}",
+        "caf\\xe9.md": "the name is not valid UTF-8 (bytes shown as \\xNN); rename it to index it",
     }
     for item in report.skipped:
         assert Path(item["path"]).parent == corpus  # each names its file
@@ -214,3 +217,24 @@ def test_files_that_vanish_between_the_scan_and_the_read(open_test_index, corpus
         "rocket.jpg": "vanished since the scan (no such file)",
     }
     assert index.counts() == {"text": 2, "image": 2}
+
+
+def test_names_that_are_not_utf8_are_reported_printably(tmp_path: Path) -> None:
+    raw = os.fsencode(str(tmp_path))
+    with open(raw + b"/caf\xe9.md", "w") as handle:
+        handle.write("# Cafe\n\ntext")
+    os.mkdir(raw + b"/d\xfcsseldorf")
+    with open(raw + b"/d\xfcsseldorf/inside.md", "w") as handle:
+        handle.write("# Inside\n\ntext")
+    (tmp_path / "good.md").write_text("# Good\n\ntext")
+    (tmp_path / "alias.md").symlink_to(os.fsdecode(raw + b"/caf\xe9.md"))
+    files, skipped, _ = scan_paths([tmp_path])
+    assert [f.path.name for f in files] == ["good.md"]
+    bad = "the name is not valid UTF-8 (bytes shown as \\xNN); rename it to index it"
+    assert {(s.path, s.reason) for s in skipped} == {
+        (f"{tmp_path}/caf\\xe9.md", bad),
+        (f"{tmp_path}/d\\xfcsseldorf", bad),
+        (f"{tmp_path}/alias.md", f"a link to {tmp_path.resolve()}/caf\\xe9.md: {bad}"),
+    }
+    json.dumps([s.path for s in skipped], ensure_ascii=False).encode("utf-8")  # storable and printable
+    assert reasons_of(scan_paths([Path(os.fsdecode(raw + b"/caf\xe9.md"))])[1]) == {"caf\\xe9.md": bad}

@@ -15,6 +15,8 @@ with its path and the reason; the rest of the folder is ingested):
 * Folders named like files (`photo.jpg/`) are folders: their content is scanned.
 * Names are compared in Unicode NFC, so a manifest written on one system lists the files
   of another (macOS writes NFD); names with newlines or of any length are kept as they are.
+* Files and folders whose names are not valid UTF-8 (bytes from another system's
+  encoding) are reported, with the bad bytes shown as \\xNN, and skipped: rename them.
 * Folders that cannot be listed are reported and skipped.
 """
 
@@ -86,6 +88,22 @@ def special_kind(mode: int) -> Optional[str]:
     return None
 
 
+BAD_NAME = "the name is not valid UTF-8 (bytes shown as \\xNN); rename it to index it"
+
+
+def shown(path: Path) -> str:
+    """A path as text that can always be printed and stored (undecodable bytes as \\xNN)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _valid_name(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _walk(folder: Path, skipped: List[Skipped]) -> Iterator[Path]:
     """Every entry below `folder` (not following links to folders), hidden ones excluded."""
     try:
@@ -97,6 +115,9 @@ def _walk(folder: Path, skipped: List[Skipped]) -> Iterator[Path]:
         if entry.name.startswith("."):
             continue  # hidden files and folders
         path = folder / entry.name
+        if not _valid_name(entry.name):
+            skipped.append(Skipped(shown(path), BAD_NAME))
+            continue
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
         except OSError:
@@ -114,10 +135,10 @@ def _link_problem(path: Path, root: Optional[Path]) -> Tuple[Optional[str], bool
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop; not followed", False
-        return f"a broken symbolic link (its target {os.readlink(path)!r} does not exist)", False
+        return f"a broken symbolic link (its target {shown(Path(os.readlink(path)))!r} does not exist)", False
     real = Path(os.path.realpath(path))
     if root is not None and real != root and root not in real.parents:
-        return f"a symbolic link leading outside {root} (to {real}); not followed", stat.S_ISDIR(target.st_mode)
+        return f"a symbolic link leading outside {root} (to {shown(real)}); not followed", stat.S_ISDIR(target.st_mode)
     return None, stat.S_ISDIR(target.st_mode)
 
 
@@ -136,6 +157,9 @@ def scan_paths(
     listed_keys = {nfc_key(p) for p in (listed or set())}
     for root in paths:
         root = Path(root)
+        if not _valid_name(str(root)):
+            skipped.append(Skipped(shown(root), BAD_NAME))
+            continue
         if not root.exists() and not root.is_symlink():
             skipped.append(Skipped(str(root), "no such file or folder"))
             continue
@@ -167,6 +191,9 @@ def scan_paths(
                     ignored.append(str(path))
                 continue
             resolved = path.resolve()
+            if not _valid_name(str(resolved)):
+                skipped.append(Skipped(str(path), f"a link to {shown(resolved)}: {BAD_NAME}"))
+                continue
             if not explicit and _under_manifest(path, root) and nfc_key(resolved) not in listed_keys:
                 ignored.append(str(path))
                 continue
