@@ -206,3 +206,25 @@ def test_endless_api_body_stops_at_the_api_cap(wiki: StandIn, tmp_path: Path) ->
     policy = HttpPolicy(min_interval=0, timeout=5, retries=0, max_api_bytes=300_000)
     article = run(wiki, ["Batman"], tmp_path, policy=policy).articles[0]
     assert article.error == f"{wiki.api_url}: more than 300,000 bytes; download abandoned"
+
+
+def test_server_text_cannot_drive_the_terminal(wiki: StandIn, tmp_path: Path) -> None:
+    wiki.routes["parse--Mercury"] = wiki.routes["parse--Mercury"].replace(
+        "Mercury (element)</a>", "Mercury \\u001b[2J\\u202e(element)</a>")
+    wiki.plans[API_PATH].append(("body", "text/html", b"\x1b]0;pwned\x07<html>" + b"x" * 2000))
+    result = cli(wiki, tmp_path, "Batman", "Mercury")
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\u202e" not in result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"FAILED  Batman: error: {wiki.api_url}: the answer is not JSON (starts with ")
+    assert "\\x1b]0;pwned\\x07<html>" in lines[0]
+    assert lines[2] == "        candidates: Mercury (planet); Mercury \\x1b[2J\\u202e(element); Mercury (mythology)"
+
+
+def test_cli_max_time_abandons_a_trickle(wiki: StandIn, tmp_path: Path) -> None:
+    wiki.plans[BATMAN_IMAGE].append(("trickle", 0.02, 2000))
+    started = time.monotonic()
+    result = cli(wiki, tmp_path, "Batman", extra=("--max-time", "0.4"))
+    assert time.monotonic() - started < 3
+    assert result.exit_code == 0, result.output
+    assert f"image failed: {wiki.base}{BATMAN_IMAGE}: still sending after 0.4 s (" in result.stdout
