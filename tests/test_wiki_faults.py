@@ -228,3 +228,45 @@ def test_cli_max_time_abandons_a_trickle(wiki: StandIn, tmp_path: Path) -> None:
     assert time.monotonic() - started < 3
     assert result.exit_code == 0, result.output
     assert f"image failed: {wiki.base}{BATMAN_IMAGE}: still sending after 0.4 s (" in result.stdout
+
+
+def test_fields_of_the_wrong_type_and_malformed_urls(wiki: StandIn, tmp_path: Path, monkeypatch) -> None:
+    wiki.routes["info--3003"] = json.dumps({"query": {"pages": [
+        {"pageid": 3003, "title": "Batman", "canonicalurl": {"x": 1}, "fullurl": 7, "pagelanguage": ["en"],
+         "lastrevid": "333", "pageimage": 42}]}})
+    images = json.loads(wiki.routes["images--3003"])
+    images["query"]["pages"].append({"title": "File:Broken url.jpg", "imageinfo": [{"url": "http://[oops/x.jpg",
+                                                                                    "mime": "image/jpeg"}]})
+    wiki.routes["images--3003"] = json.dumps(images)
+    wiki.redirects[BATMAN_IMAGE] = "http://[bad"
+    article = run(wiki, ["Batman"], tmp_path).articles[0]
+    assert article.status == "partial" and article.url == wiki.base + "/wiki/Batman"  # from the resolve answer
+    assert article.revision_id == 333  # from the text answer
+    assert [i.file_name for i in article.images] == ["Batman cosplay.jpg", "DC Comics logo.png"]
+    assert by_name(article)["Batman cosplay.jpg"].reason == (
+        f"{wiki.base}{BATMAN_IMAGE}: not a valid URL, or redirects to one (Invalid IPv6 URL)")
+    record = json.loads((tmp_path / "manifest.jsonl").read_text().splitlines()[0])
+    assert (record["url"], record["lang"], record["revision_id"]) == (wiki.base + "/wiki/Batman", None, 333)
+
+
+def test_a_decoder_failing_on_hostile_bytes_fails_that_image_only(wiki: StandIn, tmp_path: Path, monkeypatch) -> None:
+    from rag.corpus.wiki import images
+
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(images, "inspect_image_bytes", broken)
+    article = run(wiki, ["Batman"], tmp_path).articles[0]
+    assert by_name(article)["Batman cosplay.jpg"].reason == (
+        "Batman cosplay.jpg: cannot decode image (IndexError: list index out of range)")
+    assert article.status == "partial" and article.text == "fetched"
+
+
+def test_malformed_api_urls_are_refused_with_a_message(tmp_path: Path) -> None:
+    from rag.config import Settings
+    from rag.corpus.wiki import resolve_api_url
+    from rag.errors import BadInputError
+
+    for bad in ("http://[oops/w/api.php", "https://host:99999/w/api.php", "api.php", "https://"):
+        with pytest.raises(BadInputError, match="is not an http\\(s\\) URL"):
+            resolve_api_url(Settings(), api_url=bad)

@@ -119,13 +119,16 @@ def wiki_hosts(api_url: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
 
 def check_url(url: str, allowed_hosts: Iterable[str], schemes: Iterable[str] = ("http", "https")) -> None:
     """Raise ForeignHostError unless `url` is http(s) on one of `allowed_hosts`."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = _host_port(url)
+    except ValueError as exc:
+        raise ForeignHostError(f"refused {url!r}: not a valid URL ({exc})") from None
     schemes = tuple(schemes)
     if parts.scheme not in schemes:
         raise ForeignHostError(f"refused {url!r}: scheme {parts.scheme or '(none)'!r} is not {' or '.join(schemes)}")
     if parts.username or parts.password:
         raise ForeignHostError(f"refused {url!r}: URLs with credentials are not followed")
-    host, port = _host_port(url)
     for entry in allowed_hosts:
         name, _, want_port = entry.partition(":")
         if name == host and (not want_port or want_port == str(port)):
@@ -362,6 +365,8 @@ class PoliteSession:
             raise _Retry(f"timed out after {self.policy.timeout:g} s") from None
         except requests.ConnectionError as exc:
             raise _Retry(f"connection failed ({_short(exc)})") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError) as exc:
+            raise FetchError(f"{url}: not a valid URL, or redirects to one ({_short(exc)})") from None
         with response:
             status = response.status_code
             if status in RETRY_STATUSES:

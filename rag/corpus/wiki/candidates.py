@@ -78,55 +78,65 @@ def _size(value: Any) -> int:
 
 
 def parse_image_pages(pages: Sequence[dict[str, Any]], base_url: str) -> list[ImageCandidate]:
-    """Turn `prop=imageinfo` pages (either answer shape) into candidates, in the API's order."""
+    """Turn `prop=imageinfo` pages (either answer shape) into candidates, in the API's order.
+
+    Pages without a usable file URL (absent, not text, or not a valid URL) are left out.
+    """
     candidates = []
     for page in pages:
-        infos = page.get("imageinfo") if isinstance(page, dict) else None
-        if not isinstance(infos, list) or not infos or not isinstance(infos[0], dict):
+        try:
+            candidate = _candidate(page, base_url)
+        except ValueError:  # urljoin on a malformed URL (e.g. "http://[oops")
             continue
-        info = infos[0]
-        if not isinstance(info.get("url"), str) or not info["url"]:
-            continue
-        title = str(page.get("title", ""))
-        name = title.split(":", 1)[1] if ":" in title else title
-        ext = info.get("extmetadata") if isinstance(info.get("extmetadata"), dict) else {}
-        artist = html_to_text(_meta(ext, "Artist"), 300) or None
-        credit = html_to_text(_meta(ext, "Credit"), 300) or None
-        licence = html_to_text(_meta(ext, "LicenseShortName")) or None
-        licence_url = _meta(ext, "LicenseUrl")
-        description = html_to_text(_meta(ext, "ImageDescription"), 500)
-        object_name = html_to_text(_meta(ext, "ObjectName"), 200)
-        stem = re.sub(r"\.[A-Za-z0-9]{2,5}$", "", name).replace("_", " ").strip()
-        caption = description or object_name or stem
-        original = urljoin(base_url, info["url"])
-        described = info.get("descriptionurl")
-        description_url = urljoin(base_url, described) if isinstance(described, str) and described else ""
-        attribution = ", ".join(
-            x for x in (artist or "unknown author", licence or "licence unknown", description_url or original) if x
-        )
-        thumb = info.get("thumburl") if isinstance(info.get("thumburl"), str) else None
-        sha1 = info.get("sha1")
-        candidates.append(
-            ImageCandidate(
-                file_title=title,
-                file_name=name,
-                download_url=urljoin(base_url, thumb or info["url"]),
-                original_url=original,
-                description_url=description_url,
-                mime=str(info.get("mime") or ""),
-                served_mime=str((info.get("thumbmime") if thumb else None) or info.get("mime") or ""),
-                width=_size(info.get("width")),
-                height=_size(info.get("height")),
-                sha1=sha1 if isinstance(sha1, str) and sha1 else None,
-                caption=caption,
-                license=licence,
-                license_url=licence_url,
-                artist=artist,
-                credit=credit,
-                attribution=attribution,
-            )
-        )
+        if candidate is not None:
+            candidates.append(candidate)
     return candidates
+
+
+def _candidate(page: Any, base_url: str) -> Optional[ImageCandidate]:
+    infos = page.get("imageinfo") if isinstance(page, dict) else None
+    if not isinstance(infos, list) or not infos or not isinstance(infos[0], dict):
+        return None
+    info = infos[0]
+    if not isinstance(info.get("url"), str) or not info["url"]:
+        return None
+    title = str(page.get("title", ""))
+    name = title.split(":", 1)[1] if ":" in title else title
+    ext = info.get("extmetadata") if isinstance(info.get("extmetadata"), dict) else {}
+    artist = html_to_text(_meta(ext, "Artist"), 300) or None
+    credit = html_to_text(_meta(ext, "Credit"), 300) or None
+    licence = html_to_text(_meta(ext, "LicenseShortName")) or None
+    licence_url = _meta(ext, "LicenseUrl")
+    description = html_to_text(_meta(ext, "ImageDescription"), 500)
+    object_name = html_to_text(_meta(ext, "ObjectName"), 200)
+    stem = re.sub(r"\.[A-Za-z0-9]{2,5}$", "", name).replace("_", " ").strip()
+    caption = description or object_name or stem
+    original = urljoin(base_url, info["url"])
+    described = info.get("descriptionurl")
+    description_url = urljoin(base_url, described) if isinstance(described, str) and described else ""
+    attribution = ", ".join(
+        x for x in (artist or "unknown author", licence or "licence unknown", description_url or original) if x
+    )
+    thumb = info.get("thumburl") if isinstance(info.get("thumburl"), str) else None
+    sha1 = info.get("sha1")
+    return ImageCandidate(
+        file_title=title,
+        file_name=name,
+        download_url=urljoin(base_url, thumb or info["url"]),
+        original_url=original,
+        description_url=description_url,
+        mime=str(info.get("mime") or ""),
+        served_mime=str((info.get("thumbmime") if thumb else None) or info.get("mime") or ""),
+        width=_size(info.get("width")),
+        height=_size(info.get("height")),
+        sha1=sha1 if isinstance(sha1, str) and sha1 else None,
+        caption=caption,
+        license=licence,
+        license_url=licence_url,
+        artist=artist,
+        credit=credit,
+        attribution=attribution,
+    )
 
 
 def screen_image(candidate: ImageCandidate, options: FetchOptions) -> Optional[str]:

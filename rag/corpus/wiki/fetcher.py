@@ -155,8 +155,8 @@ class WikiFetcher:
             return
         seen[page.page_id] = article.requested
         info = parse_info(self._get(info_params(page.page_id)), page.page_id)
-        article.url = info.get("canonicalurl") or info.get("fullurl") or page.url
-        lang = self.lang or info.get("pagelanguage") or lang_from_host(self.api_url)
+        article.url = info.url or page.url
+        lang = self.lang or info.lang or lang_from_host(self.api_url)
 
         folder = self._folder_for(page.title)
         folder_rel = folder.relative_to(self.out).as_posix()
@@ -165,7 +165,7 @@ class WikiFetcher:
         text_path = self.out / text_rel
 
         old = manifest.get(text_rel)
-        latest = info.get("lastrevid")
+        latest = info.latest_revision
         if (
             old is not None
             and latest is not None
@@ -198,7 +198,7 @@ class WikiFetcher:
         manifest.put(record)
 
         if self.options.max_images > 0:
-            self.images.fetch(article, page.page_id, info.get("pageimage"), folder, manifest, lang, disable)
+            self.images.fetch(article, page.page_id, info.lead_image, folder, manifest, lang, disable)
         article.status = "partial" if article.count("failed") else "fetched"
 
     def _suggest(self, title: str) -> list[str]:

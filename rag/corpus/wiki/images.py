@@ -157,7 +157,12 @@ class ImageFetcher:
             candidate.download_url, self.hosts, max_bytes=self.options.max_bytes, schemes=self.schemes
         )
         data = download.content
-        info = inspect_image_bytes(data, candidate.file_name, self.options.max_pixels)
+        try:
+            info = inspect_image_bytes(data, candidate.file_name, self.options.max_pixels)
+        except BadInputError:
+            raise
+        except Exception as exc:  # a decoder failing on hostile bytes: this image fails, the fetch goes on
+            raise BadInputError(candidate.file_name, f"cannot decode image ({type(exc).__name__}: {exc})") from None
         if min(info.width, info.height) < self.options.min_side:
             article.images.append(
                 ImageReport(candidate.file_name, "dropped", f"too small once downloaded ({info.width}x{info.height})")

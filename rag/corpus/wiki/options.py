@@ -73,8 +73,13 @@ def check_lang(lang: str) -> str:
 
 def check_api_url(url: str) -> str:
     """Return `url` when it is an absolute http(s) URL; BadInputError otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        valid = False
+    if not valid:
         raise BadInputError(
             f"wiki API URL {url!r} is not an http(s) URL; expected e.g. https://en.wikipedia.org/w/api.php"
         )

@@ -38,6 +38,12 @@ def flag(page: dict[str, Any], name: str) -> bool:
     return name in page and page[name] is not False and page[name] is not None
 
 
+def _text(page: dict[str, Any], key: str) -> Optional[str]:
+    """A non-empty string field of a page object, else None."""
+    value = page.get(key)
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def page_id_of(page: dict[str, Any]) -> Optional[int]:
     """The positive page id of a page object, or None."""
     value = page.get("pageid")
@@ -123,8 +129,7 @@ def parse_resolution(data: Any, requested: str, url: str) -> Resolution:
     props = page.get("pageprops")
     if isinstance(props, dict) and "disambiguation" in props:
         return Resolution("disambiguation", title, page_id)
-    link = page.get("canonicalurl") or page.get("fullurl")
-    return Resolution("page", title, page_id, url=str(link) if link else None)
+    return Resolution("page", title, page_id, url=_text(page, "canonicalurl") or _text(page, "fullurl"))
 
 
 # ----------------------------------------------------------------------------- disambiguation pages
@@ -216,9 +221,26 @@ def info_params(page_id: int) -> dict[str, Any]:
     return _query(pageids=str(page_id), prop="info|pageimages", inprop="url", piprop="name")
 
 
-def parse_info(data: Any, page_id: int) -> dict[str, Any]:
-    """The page object of the answer to `info_params` ({} when absent)."""
-    return page_with_id(data, page_id) or {}
+@dataclass(frozen=True)
+class PageInfo:
+    """What `info_params` tells about a page; None for whatever the answer lacks."""
+
+    url: Optional[str] = None  # canonical URL, else the full URL
+    lang: Optional[str] = None
+    latest_revision: Optional[int] = None
+    lead_image: Optional[str] = None  # file name, without namespace
+
+
+def parse_info(data: Any, page_id: int) -> PageInfo:
+    """Read the answer to `info_params`; fields of the wrong type count as absent."""
+    page = page_with_id(data, page_id) or {}
+    revision = page.get("lastrevid")
+    return PageInfo(
+        url=_text(page, "canonicalurl") or _text(page, "fullurl"),
+        lang=_text(page, "pagelanguage"),
+        latest_revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else None,
+        lead_image=_text(page, "pageimage"),
+    )
 
 
 def search_params(text: str, limit: int) -> dict[str, Any]:
