@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from rag.corpus.files import decode_text, read_source_bytes, scan_paths
 from rag.corpus.manifest import find_manifests
@@ -165,6 +165,9 @@ def test_a_folder_of_hostile_files_indexes_the_rest(open_test_index, corpus) -> 
     pages[0].save(corpus / "pages.tiff", save_all=True, append_images=pages[1:])
     (corpus / "liar.png").write_bytes(png_with_header(60000, 60000, (8, 8)))  # claims 3.6 gigapixels
     (corpus / "short.png").write_bytes(png_with_header(640, 480, (8, 8)))  # claims more rows than it has
+    bloated = PngImagePlugin.PngInfo()
+    bloated.add_text("Comment", "x" * 5_000_000, zip=True)  # 5 KB on disk, 5 MB once inflated
+    Image.new("RGB", (64, 64), "red").save(corpus / "bloated.png", pnginfo=bloated)
     (corpus / "document.jpg").write_bytes(b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n")
     (corpus / "jpeg-named.png").write_bytes(photo("rocket.jpg").read_bytes())  # another format: still a photo
     os.mkfifo(corpus / "pipe.md")
@@ -176,6 +179,8 @@ def test_a_folder_of_hostile_files_indexes_the_rest(open_test_index, corpus) -> 
     report = ingest(index, [corpus], progress=False)
     reasons = reasons_of(report.skipped)
     assert reasons.pop("short.png").startswith("corrupt or truncated image")
+    assert reasons.pop("bloated.png") == ("corrupt or truncated image "
+                                          "(Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK)")
     assert reasons.pop("escape.md").startswith(f"a symbolic link leading outside {corpus.resolve()}")
     assert reasons == {
         "nul.txt": "looks like a binary file (contains NUL bytes), not text",
