@@ -243,3 +243,21 @@ def test_names_that_are_not_utf8_are_reported_printably(tmp_path: Path) -> None:
     }
     json.dumps([s.path for s in skipped], ensure_ascii=False).encode("utf-8")  # storable and printable
     assert reasons_of(scan_paths([Path(os.fsdecode(raw + b"/caf\xe9.md"))])[1]) == {"caf\\xe9.md": bad}
+
+
+def test_a_malformed_manifest_stops_the_ingest_with_its_line(open_test_index, corpus) -> None:
+    from rag.corpus.manifest import Manifest
+
+    good = json.dumps({"kind": "article", "path": "cat.md", "title": "Cat\u2028line", "url": "u"}, ensure_ascii=False)
+    (corpus / "manifest.jsonl").write_text(good + "\n", encoding="utf-8")
+    assert Manifest.load(corpus).get("cat.md")["title"] == "Cat\u2028line"  # U+2028 is not a line break here
+    (corpus / "manifest.jsonl").write_text(good + "\n{oops\n", encoding="utf-8")
+    index = open_test_index()
+    with pytest.raises(BadInputError) as caught:
+        ingest(index, [corpus], progress=False)
+    assert str(caught.value) == (f"{corpus / 'manifest.jsonl'}:2: not valid JSON (Expecting property name enclosed "
+                                 "in double quotes); fix or delete that line (or the manifest), then ingest again")
+    (corpus / "manifest.jsonl").write_bytes(good.encode() + b"\n\xff\n")
+    with pytest.raises(BadInputError, match=r"manifest\.jsonl:2: not UTF-8 text; fix or delete that line"):
+        ingest(index, [corpus], progress=False)
+    assert index.counts() == {"text": 0, "image": 0}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional
 
 from rag.corpus.atomic import write_atomic
+from rag.errors import BadInputError
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -55,9 +56,14 @@ class Manifest:
         """The manifest of `folder` (empty when it has none); ValueError names a bad line."""
         manifest = cls(folder)
         if manifest.path.is_file():
-            with manifest.path.open(encoding="utf-8") as handle:
-                for record in parse_manifest_lines(handle, origin=str(manifest.path)):
-                    manifest.records[normalise_path(record["path"])] = record
+            data = manifest.path.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = data[: exc.start].count(b"\n") + 1
+                raise ValueError(f"{manifest.path}:{line}: not UTF-8 text") from None
+            for record in parse_manifest_lines(text.split("\n"), origin=str(manifest.path)):
+                manifest.records[normalise_path(record["path"])] = record
         return manifest
 
     def get(self, path: str) -> Optional[dict[str, Any]]:
@@ -97,7 +103,11 @@ def read_manifest(folder: Path) -> dict[Path, dict[str, Any]]:
 
 
 def find_manifests(paths: Iterable[Path]) -> dict[Path, dict[str, Any]]:
-    """Merge the manifests found in the given folders and every folder below them."""
+    """Merge the manifests found in the given folders and every folder below them.
+
+    A malformed manifest stops the ingest with a BadInputError naming the file and line:
+    ingesting its folder without it would silently drop the titles and URLs it holds.
+    """
     merged: dict[Path, dict[str, Any]] = {}
     for root in paths:
         root = Path(root)
@@ -106,5 +116,10 @@ def find_manifests(paths: Iterable[Path]) -> dict[Path, dict[str, Any]]:
         candidates = [root / MANIFEST_NAME, *root.rglob(MANIFEST_NAME)] if root.is_dir() else []
         for manifest in dict.fromkeys(candidates):
             if manifest.is_file():
-                merged.update(read_manifest(manifest.parent))
+                try:
+                    merged.update(read_manifest(manifest.parent))
+                except ValueError as exc:
+                    raise BadInputError(f"{exc}; fix or delete that line (or the manifest), then ingest again") from None
+                except OSError as exc:
+                    raise BadInputError(manifest, f"cannot read it ({exc.strerror or exc})") from None
     return merged
