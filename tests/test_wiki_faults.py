@@ -270,3 +270,25 @@ def test_malformed_api_urls_are_refused_with_a_message(tmp_path: Path) -> None:
     for bad in ("http://[oops/w/api.php", "https://host:99999/w/api.php", "api.php", "https://"):
         with pytest.raises(BadInputError, match="is not an http\\(s\\) URL"):
             resolve_api_url(Settings(), api_url=bad)
+
+
+def test_a_full_disk_stops_the_fetch_with_a_message(wiki: StandIn, tmp_path: Path, monkeypatch) -> None:
+    from rag.corpus import atomic
+
+    cli(wiki, tmp_path, "Batman")
+    before = (tmp_path / "manifest.jsonl").read_bytes()
+    real_open = Path.open
+
+    def full(self, mode="r", *args, **kwargs):
+        if "w" in mode and self.name.endswith(".part"):
+            raise OSError(28, "No space left on device")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.Path, "open", full)
+    result = cli(wiki, tmp_path, "Vincent van Gogh")
+    assert result.exit_code == 1
+    assert result.output.endswith(
+        f"Error: cannot save {tmp_path / 'manifest.jsonl'} (No space left on device); the previous manifest is "
+        "intact: free some space or fix the permissions, then fetch again\n")
+    assert (tmp_path / "manifest.jsonl").read_bytes() == before
+    assert not list(tmp_path.rglob("*.part"))

@@ -100,7 +100,7 @@ class WikiFetcher:
                 except RagError as exc:  # FetchError included
                     article.status, article.error = "error", str(exc)
                 finally:
-                    manifest.save()
+                    _save(manifest)
             bar.close()
         finally:
             self.client.on_retry = previous_hook
@@ -223,6 +223,16 @@ class WikiFetcher:
         if folder.is_symlink() or folder.resolve().parent != self.out.resolve():
             raise RagError(f"{title!r}: refusing to write into {folder}: it is a link or leaves {self.out}")
         return folder
+
+
+def _save(manifest: Manifest) -> None:
+    try:
+        manifest.save()
+    except OSError as exc:  # a full disk or a read-only folder: stop, the manifest on disk is intact
+        raise RagError(
+            f"cannot save {manifest.path} ({exc.strerror or exc}); the previous manifest is intact: "
+            "free some space or fix the permissions, then fetch again"
+        ) from None
 
 
 def _load_manifest(out: Path) -> Manifest:
