@@ -261,3 +261,32 @@ def test_a_malformed_manifest_stops_the_ingest_with_its_line(open_test_index, co
     with pytest.raises(BadInputError, match=r"manifest\.jsonl:2: not UTF-8 text; fix or delete that line"):
         ingest(index, [corpus], progress=False)
     assert index.counts() == {"text": 0, "image": 0}
+
+
+def test_size_limits_and_hashing_in_blocks(tmp_path: Path) -> None:
+    import hashlib
+
+    from rag.corpus.files import hash_source
+
+    big = tmp_path / "big.md"
+    big.write_bytes(b"# Big\n\n" + b"line\n" * 1000)
+    with pytest.raises(BadInputError) as caught:
+        read_source_bytes(big, max_bytes=1000)
+    assert str(caught.value) == f"{big}: too large (5,007 bytes; files over 1,000 bytes are skipped)"
+    assert read_source_bytes(big, max_bytes=10_000) == big.read_bytes()
+    picture = tmp_path / "p.jpg"
+    picture.write_bytes(photo("rocket.jpg").read_bytes() * 3)
+    assert hash_source(picture) == hashlib.sha256(picture.read_bytes()).hexdigest()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(BadInputError, match="a FIFO"):
+        hash_source(tmp_path / "pipe.jpg")
+    with pytest.raises(BadInputError, match="vanished since the scan"):
+        hash_source(tmp_path / "gone.jpg")
+
+
+def test_an_oversized_text_file_is_skipped_with_its_size(open_test_index, corpus, monkeypatch) -> None:
+    monkeypatch.setattr(ingest_module, "MAX_TEXT_BYTES", 100)
+    (corpus / "long.md").write_text("# Long\n\n" + "word " * 100)
+    report = ingest(open_test_index(), [corpus], progress=False)
+    assert reasons_of(report.skipped) == {"long.md": "too large (508 bytes; files over 100 bytes are skipped)"}
+    assert report.text_nodes == 3 and report.image_nodes == 3

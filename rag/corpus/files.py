@@ -18,6 +18,8 @@ with its path and the reason; the rest of the folder is ingested):
 * Files and folders whose names are not valid UTF-8 (bytes from another system's
   encoding) are reported, with the bad bytes shown as \\xNN, and skipped: rename them.
 * Folders that cannot be listed are reported and skipped.
+* Text files over MAX_TEXT_BYTES are skipped with their size; images are hashed in blocks
+  (and decoded later, within the pixel limit), so memory stays bounded whatever the size.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 from rag.corpus.manifest import MANIFEST_NAME
 from rag.errors import BadInputError
 from rag.media.images import IMAGE_SUFFIXES
 
 TEXT_SUFFIXES = frozenset({".txt", ".md"})
+MAX_TEXT_BYTES = 64 * 1024 * 1024  # larger text files are skipped (tens of thousands of passages)
+T = TypeVar("T")
 # Picture formats people expect to work but that we cannot embed: reported, not ignored.
 UNSUPPORTED_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".avif", ".ico", ".eps", ".psd", ".raw"})
 # Byte order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
@@ -220,8 +224,8 @@ def _under_manifest(path: Path, root: Path) -> bool:
         folder = folder.parent
 
 
-def read_source_bytes(path: Path) -> bytes:
-    """The bytes of a regular file; BadInputError for special files (never blocks on a FIFO)."""
+def _read_regular(path: Path, use: Callable[[BinaryIO, int], T]) -> T:
+    """`use(handle, size)` on a regular file opened without blocking; BadInputError otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -229,16 +233,42 @@ def read_source_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise BadInputError(path, f"cannot read file ({exc.strerror or exc})") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = special_kind(mode) or "not a regular file"
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = special_kind(info.st_mode) or "not a regular file"
             raise BadInputError(path, f"{what}, not a regular file; reading it could block, skipped")
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+            return use(handle, info.st_size)
     except OSError as exc:
         raise BadInputError(path, f"cannot read file ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
+
+
+def read_source_bytes(path: Path, max_bytes: Optional[int] = None) -> bytes:
+    """The bytes of a regular file (at most `max_bytes`); BadInputError for special or larger files."""
+
+    def read(handle: BinaryIO, size: int) -> bytes:
+        if max_bytes is not None and size > max_bytes:
+            raise BadInputError(path, f"too large ({size:,} bytes; files over {max_bytes:,} bytes are skipped)")
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:  # grew since the fstat
+            raise BadInputError(path, f"too large (over {max_bytes:,} bytes; files over that are skipped)")
+        return data
+
+    return _read_regular(path, read)
+
+
+def hash_source(path: Path) -> str:
+    """The SHA-256 of a regular file, read in blocks (memory stays small whatever its size)."""
+
+    def digest(handle: BinaryIO, size: int) -> str:
+        hasher = hashlib.sha256()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+        return hasher.hexdigest()
+
+    return _read_regular(path, digest)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from rag.corpus.files import (
     SourceFile,
     Skipped,
+    MAX_TEXT_BYTES,
     decode_text,
+    hash_source,
     nfc_key,
     read_source_bytes,
     scan_paths,
@@ -189,12 +191,12 @@ class Ingestor:
         self.report.ignored = len(ignored)
         pending = []
         for source in files:
-            try:
-                data = read_source_bytes(source.path)
+            try:  # text is read once, here; images are only hashed (decoded later, in workers)
+                data = read_source_bytes(source.path, MAX_TEXT_BYTES) if source.modality == "text" else None
+                sha = sha256_bytes(data) if data is not None else hash_source(source.path)
             except BadInputError as exc:
                 self.skip(source.path, exc.reason)
                 continue
-            sha = sha256_bytes(data)
             entry = self.index.ledger.files.get(str(source.path))
             if entry is not None and entry.sha256 == sha:
                 self.report.unchanged += 1
@@ -203,7 +205,7 @@ class Ingestor:
             item = PendingFile(source, sha, doc_id_for(source.path), meta)
             if source.modality == "text":
                 try:
-                    item.text = decode_text(data, str(source.path))  # chunked once the tokenizer is loaded
+                    item.text = decode_text(data or b"", str(source.path))  # chunked once the tokenizer is loaded
                 except BadInputError as exc:
                     self.skip_bad(item, exc)
                     continue
