@@ -15,7 +15,7 @@ import click
 from rag.cli.common import emit_json, settings_from, stderr, user_errors
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # at least one title gave no article, or the fetch could not start
+EXIT_FAILED = 1  # at least one title gave no article, or the fetch could not start or had to stop
 EXIT_USAGE = 2  # click's own code for bad options
 SHOWN_LIMIT = 500  # characters of one server-given field on a report line
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -81,8 +81,9 @@ def command(
     Re-running resumes: unchanged articles and images already on disk are not downloaded
     again. Exit status: 0 when every title gave an article (some images may have been
     dropped or failed, see the report), 1 when at least one title failed entirely (missing,
-    disambiguation, invalid title, network or API error) or the fetch could not start,
-    2 for bad options.
+    disambiguation, invalid title, network or API error, an answer the fetcher cannot read)
+    or the fetch could not start or had to stop (a full disk), 2 for bad options. Problems
+    are report lines naming the title or URL and the reason, never a traceback.
     """
     from rag.corpus.http import HttpPolicy
     from rag.corpus.wiki import FetchOptions, fetch_wikipedia
