@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -72,13 +71,17 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def fake_retrieval_module(monkeypatch):
-    def install(retriever):
-        module = types.ModuleType("rag.search.retriever")
-        module.open_retriever = lambda settings: retriever
-        monkeypatch.setitem(sys.modules, "rag.search.retriever", module)
-        import rag.search
+    """Make the CLI's RagService search with `retriever` (no index is opened)."""
+    import rag.cli.common
+    from rag.service import RagService
 
-        monkeypatch.setattr(rag.search, "retriever", module, raising=False)
+    def install(retriever):
+        class FakeService(RagService):
+            pass
+
+        FakeService.retriever = retriever  # shadows the property that would open the index
+        no_index = types.SimpleNamespace(close=lambda: None)
+        monkeypatch.setattr(rag.cli.common, "open_service", lambda settings: FakeService(settings, index=no_index))
         return retriever
 
     return install
