@@ -64,7 +64,7 @@ def command(
     \b
     Examples:
       rag ask "When was the Eiffel Tower built?"
-      rag ask "What animal is this?" --image cat.jpg --json
+      rag ask "What animal is this?" --image data/sample/images/domestic-cat-1.jpg --json
       rag ask "What is it made of?" --filter title="Eiffel Tower"
       RAG_LLM=ollama RAG_LLM_MODEL=qwen2.5vl rag ask "What colour is the tower?"
     """
