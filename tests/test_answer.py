@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import types
 from pathlib import Path
 
 import pytest
@@ -67,26 +66,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-@pytest.fixture
-def fake_retrieval_module(monkeypatch):
-    """Make the CLI's RagService search with `retriever` (no index is opened)."""
-    import rag.cli.common
-    from rag.service import RagService
-
-    def install(retriever):
-        class FakeService(RagService):
-            pass
-
-        FakeService.retriever = retriever  # shadows the property that would open the index
-        no_index = types.SimpleNamespace(close=lambda: None)
-        monkeypatch.setattr(rag.cli.common, "open_service", lambda settings: FakeService(settings, index=no_index))
-        return retriever
-
-    return install
-
-
 
 
 # --------------------------------------------------------------------------- sources and prompt
