@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import click
 
-from rag.cli.common import settings_from, user_errors
+from rag.cli.common import emit_json, plural, settings_from, storage_options
 
 
 @click.command("migrate")
-@click.option("--storage", type=click.Path(file_okay=False), help="index folder [env RAG_STORAGE, default ./storage]")
 @click.option("--to", "target", type=click.Choice(["edge"]), default="edge", show_default=True,
               help="Target format (the embedded qdrant-edge engine).")
-@user_errors
-def command(storage, target) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
+@storage_options
+def command(target, as_json, storage, text_model, image_model) -> None:
     """Copy an index built with RAG_STORE=local (qdrant-client's folder) into qdrant-edge.
 
     Vectors and payloads are copied as they are: nothing is embedded again. The old folder
     is kept as <storage>/qdrant.migrated; delete it once you are happy.
     """
+    # Not through RagService: it converts a storage folder that the service cannot open yet.
     from rag.stores.migrate import migrate_local_to_edge
 
-    settings = settings_from(storage)
+    settings = settings_from(storage, text_model, image_model)
     copied = migrate_local_to_edge(settings)
-    total = ", ".join(f"{n} {name} points" for name, n in copied.items())
-    click.echo(f"Migrated {settings.storage} to the {target} format: {total}. "
-               f"The old index is kept in {settings.storage}/qdrant.migrated.")
+    kept = f"{settings.storage}/qdrant.migrated"
+    if as_json:
+        emit_json({"storage": str(settings.storage), "format": target, "copied": copied, "kept": kept})
+        return
+    total = ", ".join(plural(n, f"{name} point") for name, n in copied.items())
+    click.echo(f"Migrated {settings.storage} to the {target} format: {total}. The old index is kept in {kept}.")
