@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
+import tempfile
+import time
+import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import click
@@ -24,6 +28,8 @@ from rag.config import Settings
 from rag.errors import RagError
 
 LABELS = {"text": "passage", "image": "image"}  # the human word for each JSON modality
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+INTERRUPTED = "Interrupted: what was committed is kept; run the same command again to finish."
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -80,9 +86,42 @@ class RagGroup(click.Group):
             raise
         except click.ClickException as exc:
             error = exc
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED, err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except OSError as exc:  # a disk or file problem the library did not foresee: name the file
+            error = CommandError(describe_os_error(exc), "OSError")
+        except Exception as exc:  # a bug: a short message, and the traceback saved for a report
+            error = CommandError(unexpected_error(exc), "InternalError")
         if wants_json(ctx.meta.get("rag.argv", ())):
             raise JsonError(error) from None
         raise error from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`<file>: <reason>` for an OSError (the file first, as every other error names it)."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """Save the traceback of an unforeseen exception to a private file; the message names it."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = f"rag-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    path = os.path.join(tempfile.gettempdir(), name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        saved = f"the traceback is saved in {path}"
+    except OSError:
+        saved = "the traceback could not be saved"
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return (f"unexpected {type(exc).__name__}{': ' + first if first else ''}. This is a bug in rag; "
+            f"{saved}: please attach it to a bug report.")
 
 
 def user_errors(func: Callable) -> Callable:
