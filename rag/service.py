@@ -40,12 +40,13 @@ class RagService:
     """The index and everything that queries it, behind one small API.
 
     Models load on first use: `info()` never loads one; `search()` loads the ones a query needs.
-    Pass `index=` (a `RagIndex`) to serve an index opened elsewhere, `llm=` for a LlamaIndex LLM
-    instead of the one RAG_LLM names.
+    Pass `index=` (a `RagIndex`) to serve an index opened elsewhere, `retriever=` for another
+    retriever (anything with our `search()`), `llm=` for a LlamaIndex LLM instead of the one
+    RAG_LLM names.
     """
 
-    def __init__(self, settings: Optional[Settings] = None, *, index: Any = None, llm: Any = None,
-                 **index_options: Any) -> None:
+    def __init__(self, settings: Optional[Settings] = None, *, index: Any = None, retriever: Any = None,
+                 llm: Any = None, **index_options: Any) -> None:
         self.settings = settings or (index.settings if index is not None else Settings.from_env())
         if index is None:
             from rag.index.core import RagIndex
@@ -54,7 +55,7 @@ class RagService:
         self.index = index
         self.settings = index.settings  # models not set explicitly come from the index itself
         self._llm = llm
-        self._retriever: Any = None
+        self._retriever: Any = retriever
         self._engines: Dict[Any, Any] = {}
 
     # -- parts ---------------------------------------------------------------------------
