@@ -109,7 +109,8 @@ class State:
         try:
             return await asyncio.wait_for(asyncio.shield(future), seconds or self.config.search_seconds)
         except asyncio.TimeoutError:
-            raise ApiError(504, f"the {slots[:-1]} took longer than {seconds or self.config.search_seconds:g} s") from None
+            what = {"searches": "search", "asks": "answer"}.get(slots, slots)
+            raise ApiError(504, f"the {what} took longer than {seconds or self.config.search_seconds:g} s") from None
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
