@@ -51,13 +51,14 @@ def serve(settings: Settings, config: ServerConfig, *, service: Any = None, log_
           echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
           on_ready: Optional[Callable[[dict], None]] = None) -> None:
     """Serve until stopped. Raises RagError (or StorageError) when it cannot start."""
+    storage = Path(settings.storage)
+    check_not_running(storage)  # first: say so at once, before any slow import
+
     import uvicorn
 
     from rag.server.app import create_app
     from rag.service import RagService
 
-    storage = Path(settings.storage)
-    check_not_running(storage)
     sock = bind(config)
     port = sock.getsockname()[1]
     config = replace(config, port=port)
@@ -81,6 +82,9 @@ def serve(settings: Settings, config: ServerConfig, *, service: Any = None, log_
         def handle_exit(self, sig: int, frame: Any) -> None:
             app.state.shutdown(timeout=0)  # the ingest stops after its current commit group
             super().handle_exit(sig, frame)
+            # uvicorn would re-raise the signal once it stops, killing the process before the
+            # storage is closed and the advertisement removed; we exit normally instead.
+            getattr(self, "_captured_signals", []).clear()
 
     server = Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS,
                                    server_header=False, proxy_headers=False))
