@@ -158,6 +158,9 @@ def test_search_upload_and_ask_in_a_real_browser(server, browser, stub):
     link = source.find_element(By.CSS_SELECTOR, ".title")
     assert (link.text, link.get_attribute("href")) == ("Coffee", "https://en.wikipedia.org/wiki/Coffee")
     shot(d, "3-ask")
+    d.set_window_size(1280, 1700)
+    d.execute_script("window.scrollTo(0, 0)")
+    shot(d, "page")  # the README's picture (docs/serve.png is a copy)
 
     # 4. a phone-sized window keeps everything readable (no horizontal scrolling)
     d.set_window_size(390, 844)
