@@ -378,3 +378,55 @@ def test_unexpected_errors_hide_details_and_secrets(service, caplog):
     finally:
         service.search = original
         service.settings = original_settings
+
+
+@pytest.fixture
+def with_llm(service):
+    """A service over the same index whose LLM is the loopback stand-in (tests/llm_stub.py)."""
+    from llm_stub import STUB_KEY, STUB_MODEL, LLMStub
+
+    from rag.service import RagService
+
+    with LLMStub() as stub:
+        settings = replace(service.settings, llm="openai-like", llm_base_url=stub.url, llm_model=STUB_MODEL,
+                           llm_api_key=STUB_KEY + "-secret-123", llm_vision="false", llm_max_retries=0,
+                           llm_timeout=10.0)
+        yield RagService(settings, index=service.index), stub
+
+
+def test_ask_streams_deltas_then_the_cited_answer(with_llm):
+    svc, stub = with_llm
+    with TestClient(create_app(svc, ServerConfig()), base_url=BASE) as c:
+        r = c.post("/api/ask", json={"question": "What is the Moon?", "top_k": 2, "image_top_k": 1})
+        events = sse_events(r.text)
+        info = c.get("/api/info").json()["server"]["llm"]
+    names = [e for e, _ in events]
+    assert names[0] == "sources" and names[-1] == "answer" and names.count("delta") > 3
+    text = "".join(d["text"] for e, d in events if e == "delta")
+    answer = events[-1][1]
+    assert answer["answer"] == text and text.startswith("This is a stand-in answer to 'What is the Moon?'.")
+    assert [s["n"] for s in answer["cited"]] == [1, 3]
+    assert stub.chat_requests()[-1]["json"]["stream"] is True
+    assert info == {"backend": "openai-like", "model": "stub-vl", "base_url": stub.url, "vision": False,
+                    "configured": True}
+    assert "secret-123" not in r.text
+
+
+def test_ask_when_the_llm_is_down_is_an_error_event_without_the_key(with_llm):
+    svc, stub = with_llm
+    stub.stop()
+    with TestClient(create_app(svc, ServerConfig()), base_url=BASE) as c:
+        r = c.post("/api/ask", json={"question": "What is the Moon?"})
+    events = sse_events(r.text)
+    assert [e for e, _ in events] == ["sources", "error"]
+    assert events[1][1]["error"] and "secret-123" not in r.text
+
+
+def test_ask_slot_is_freed_when_the_client_leaves(with_llm):
+    svc, _stub = with_llm
+    app = create_app(svc, ServerConfig(max_asks=1, queue_seconds=0.5))
+    with TestClient(app, base_url=BASE) as c:
+        with c.stream("POST", "/api/ask", json={"question": "What is the Moon?"}) as first:
+            next(first.iter_lines())  # the sources arrived; leave before the answer
+        again = c.post("/api/ask", json={"question": "What is the Moon?"})
+        assert again.status_code == 200 and sse_events(again.text)[-1][0] == "answer"

@@ -330,24 +330,39 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
     async def answer_events(stream: Any, slot: Slots, holder: Any, shown_image: Optional[str]) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         queue: "asyncio.Queue[tuple]" = asyncio.Queue()
+        gone = threading.Event()  # the client went away: stop reading the LLM
+
+        def put(item: tuple) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop has closed
+                pass
 
         def pump() -> None:  # in a worker thread: the LLM's deltas, then the answer
             try:
                 for delta in stream:
-                    loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))
-                loop.call_soon_threadsafe(queue.put_nowait, ("answer", stream.get_answer()))
+                    if gone.is_set():
+                        return
+                    put(("delta", delta))
+                put(("answer", stream.get_answer()))
             except RagError as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", str(exc)))
+                put(("error", str(exc)))
             except Exception as exc:
                 logger.error("answer failed: %s", state.clean(f"{type(exc).__name__}: {exc}"))
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", "the answer failed (the server log has the details)"))
+                put(("error", "the answer failed (the server log has the details)"))
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-                loop.call_soon_threadsafe(_finish, slot, holder)
+                put(("end", None))
+                try:  # asyncio's semaphore belongs to the loop's thread
+                    loop.call_soon_threadsafe(_finish, slot, holder)
+                except RuntimeError:
+                    if holder is not None:
+                        holder.__exit__(None, None, None)
 
+        pumping = False
         try:
             yield sse("sources", {"sources": [s.to_dict() for s in stream.sources]})
             loop.run_in_executor(state.pool, pump)
+            pumping = True
             while True:
                 kind, value = await queue.get()
                 if kind == "end":
@@ -360,8 +375,10 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
                     yield sse("answer", data)
                 else:
                     yield sse("error", {"error": state.clean(value)})
-        except asyncio.CancelledError:  # the client went away; the pump finishes on its own
-            raise
+        finally:
+            gone.set()
+            if not pumping:
+                _finish(slot, holder)
 
     @app.post("/api/ingest", summary="Index folders the server allows, streamed as server-sent events")
     async def ingest(request: Request) -> StreamingResponse:
