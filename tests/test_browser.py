@@ -164,5 +164,6 @@ def test_search_upload_and_ask_in_a_real_browser(server, browser, stub):
 
     # 4. a phone-sized window keeps everything readable (no horizontal scrolling)
     d.set_window_size(390, 844)
-    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    wide = d.execute_script("const e = document.documentElement; return [e.scrollWidth, e.clientWidth]")
+    assert wide[0] <= wide[1], f"the page is {wide[0]} px wide in a {wide[1]} px window"
     shot(d, "4-narrow")
