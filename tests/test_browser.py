@@ -167,3 +167,30 @@ def test_search_upload_and_ask_in_a_real_browser(server, browser, stub):
     wide = d.execute_script("const e = document.documentElement; return [e.scrollWidth, e.clientWidth]")
     assert wide[0] <= wide[1], f"the page is {wide[0]} px wide in a {wide[1]} px window"
     shot(d, "4-narrow")
+
+
+def test_token_prompt_empty_index_and_no_llm_messages(browser, tmp_path, tiny_models, shared_embeddings):
+    """A server that needs a token, over an empty index, with RAG_LLM=none: the page asks for
+    the token, then says the index is empty, and Ask shows the prompt instead of an answer."""
+    settings = Settings(storage=tmp_path / "storage", text_model=str(tiny_models["text"]),
+                        image_model=str(tiny_models["image"]))
+    token = "browser-token-0123456789"
+    with LiveServer(settings, make_service(settings, shared_embeddings), ServerConfig(token=token)) as live:
+        d = browser
+        d.delete_all_cookies()
+        d.set_window_size(1280, 1100)
+        d.get(live.url + "/")
+        form = wait(d, lambda d: (f := d.find_element(By.ID, "token-form")).is_displayed() and f)
+        assert d.find_element(By.ID, "message").text == "This server needs a token: enter it above."
+        assert token not in d.page_source
+        form.find_element(By.ID, "token").send_keys(token + Keys.ENTER)
+        wait(d, lambda d: d.find_element(By.ID, "status").text == "0 passages · 0 images · no LLM (RAG_LLM=none)")
+        assert not d.find_element(By.ID, "token-form").is_displayed()
+        assert d.find_element(By.ID, "message").text.startswith("The index is empty. Index a folder with `rag ingest PATH`")
+        submit(d, "anything")
+        wait(d, lambda d: d.find_element(By.ID, "message").text == "The index is empty: nothing to find yet.")
+        d.find_element(By.CSS_SELECTOR, "input[name=mode][value=ask]").click()
+        submit(d, "What is the Moon?")
+        wait(d, lambda d: d.find_element(By.ID, "message").text.startswith("No LLM is configured (RAG_LLM=none)"))
+        assert "Question: What is the Moon?" in d.find_element(By.ID, "prompt-text").get_attribute("textContent")
+        shot(d, "5-token-empty-no-llm")

@@ -336,7 +336,9 @@ function wire() {
     event.preventDefault();
     setToken($("token").value);
     $("token").value = "";
-    if (await loadInfo()) { $("token-form").hidden = true; say(""); }
+    $("token-form").hidden = true;
+    say("");
+    await loadInfo();  // a wrong token shows the form again
   });
   updateMode();
   loadInfo();
