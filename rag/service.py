@@ -15,6 +15,8 @@ HTTP unchanged.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
@@ -22,6 +24,9 @@ from rag.config import Settings
 from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
 
 PathLike = Union[str, Path]
+
+SERVER_FILE = "server.json"  # written by `rag serve` into the storage folder it owns
+TOKEN_FILE = "server.token"  # the access token (mode 0600) when the server requires one
 
 
 def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
@@ -122,5 +127,78 @@ class RagService:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @classmethod
+    def connect(cls, settings: Optional[Settings] = None) -> Any:
+        """A `RagClient` to the `rag serve` that owns the settings' storage, or None if none runs."""
+        settings = settings or Settings.from_env()
+        advert = running_server(settings.storage)
+        if advert is None:
+            return None
+        from rag.client import RagClient
+
+        return RagClient(advert["url"], token=server_token(settings.storage, advert))
+
     def __repr__(self) -> str:
         return f"RagService(storage={str(self.settings.storage)!r})"
+
+
+# -- a running `rag serve` ---------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def running_server(storage: PathLike) -> Optional[Dict[str, Any]]:
+    """The advertisement (`url`, `pid`, ...) of the `rag serve` that owns `storage`, or None.
+
+    A stale one (its process is gone) is removed. Unreadable or malformed ones count as none.
+    """
+    path = Path(storage) / SERVER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        pid = int(data["pid"])
+        str(data["url"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid != os.getpid() and not _pid_alive(pid):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+    return data
+
+
+def server_token(storage: PathLike, advert: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The token a client sends: RAG_SERVER_TOKEN, else the server's token file (if readable)."""
+    token = os.environ.get("RAG_SERVER_TOKEN")
+    if token:
+        return token
+    path = Path((advert or {}).get("token_file") or Path(storage) / TOKEN_FILE)
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def open_service(settings: Optional[Settings] = None, *, no_server: bool = False, **options: Any) -> Any:
+    """A `RagClient` when a `rag serve` owns the storage (unless `no_server`), else a `RagService`.
+
+    Both have search/ask/stream/ingest/info/close and return the same values.
+    """
+    settings = settings or Settings.from_env()
+    if not no_server:
+        client = RagService.connect(settings)
+        if client is not None:
+            return client
+    return RagService(settings, **options)
+

@@ -1,0 +1,245 @@
+"""`RagClient`: the `RagService` API over HTTP, to a running `rag serve`.
+
+Same methods, same return values (`SearchResult`, `Answer`, `AnswerStream`-like, `IngestReport`,
+the info dict); errors the server reports are raised as `RagError` with its message. Query
+images are uploaded (the server never reads a path a client names); ingest paths are sent
+absolute and must lie under a folder the server allows.
+
+    from rag.service import open_service
+    rag = open_service()          # a RagClient when a server owns the storage, else RagService
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+from rag.errors import RagError
+from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
+
+PathLike = Union[str, Path]
+
+
+def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
+    if isinstance(first, cls):
+        return first
+    values = {k: v for k, v in options.items() if v is not None}
+    if first is not None:
+        values[field] = first
+    if values.get("image") is not None:
+        values["image"] = str(values["image"])
+    return cls(**values)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[Tuple[str, Any]]:
+    """(event, data) pairs from the lines of a server-sent event stream (data is JSON)."""
+    event, data = "message", []
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+    if data:
+        yield event, json.loads("\n".join(data))
+
+
+def sources_from_dicts(items: List[Dict[str, Any]]) -> List[Any]:
+    """`Source` objects (rag.answer.engine) from their `to_dict()`."""
+    from rag.answer.engine import Source
+
+    return [Source(**{k: v for k, v in s.items() if k in Source.__dataclass_fields__}) for s in items]
+
+
+def answer_from_dict(data: Dict[str, Any]) -> Any:
+    """An `Answer` (rag.answer.engine) from its `to_dict()`."""
+    from rag.answer.engine import Answer
+
+    sources = sources_from_dicts
+    return Answer(question=data.get("question", ""), answer=data.get("answer"), sources=sources(data.get("sources", [])),
+                  cited=sources(data.get("cited", [])), unknown_citations=list(data.get("unknown_citations", [])),
+                  prompt=data.get("prompt"), image=data.get("image"), llm=data.get("llm"),
+                  vision=bool(data.get("vision")), notes=list(data.get("notes", [])))
+
+
+class ClientAnswerStream:
+    """Text deltas as the server streams them; `.answer` (an `Answer`) once consumed."""
+
+    def __init__(self, events: Iterator[Tuple[str, Any]], close: Any) -> None:
+        self._events = events
+        self._close = close
+        self.sources: List[Any] = []
+        self.answer: Any = None
+        self._pending: Optional[Tuple[str, Any]] = None
+        for event, data in self._events:  # the sources come first, before any text
+            if event == "sources":
+                self.sources = sources_from_dicts(data.get("sources", []))
+                break
+            self._pending = (event, data)
+            break
+
+    def __iter__(self) -> Iterator[str]:
+        events = self._events
+        if self._pending is not None:
+            first, self._pending = self._pending, None
+            events = iter([first, *events])
+        try:
+            for event, data in events:
+                if event == "delta":
+                    yield data["text"]
+                elif event == "answer":
+                    self.answer = answer_from_dict(data)
+                elif event == "error":
+                    raise RagError(data.get("error", "the answer failed"))
+        finally:
+            self._close()
+        if self.answer is None:
+            raise RagError("the server closed the answer stream before the answer was complete")
+
+    def get_answer(self) -> Any:
+        """Consume what is left and return the Answer."""
+        if self.answer is None:
+            for _ in self:
+                pass
+        return self.answer
+
+
+class RagClient:
+    """search/ask/stream/ingest/info/close against the server at `url`."""
+
+    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 120.0) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0),
+                                  trust_env=False)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _fail(self, response: Any) -> None:
+        try:
+            message = response.json().get("error")
+        except (ValueError, AttributeError):
+            message = None
+        raise RagError(f"{message or response.reason_phrase} (HTTP {response.status_code} from {self.url})")
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
+        if response.status_code >= 400:
+            self._fail(response)
+        return response
+
+    def _events(self, method: str, path: str, **kwargs: Any) -> Tuple[Iterator[Tuple[str, Any]], Any]:
+        import httpx
+
+        try:
+            context = self._http.stream(method, path, **kwargs)
+            response = context.__enter__()
+        except httpx.HTTPError as exc:
+            raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
+        if response.status_code >= 400:
+            response.read()
+            context.__exit__(None, None, None)
+            self._fail(response)
+        return parse_sse(response.iter_lines()), lambda: context.__exit__(None, None, None)
+
+    @staticmethod
+    def _form(query: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in query.items() if v is not None}
+
+    @staticmethod
+    def _file(image: Optional[str]) -> Optional[Dict[str, Any]]:
+        if image is None:
+            return None
+        path = Path(image)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RagError(f"{image}: no such image file ({exc.strerror or exc})") from None
+        return {"image": (path.name, data, mimetypes.guess_type(path.name)[0] or "application/octet-stream")}
+
+    # -- the API ------------------------------------------------------------------------------
+    def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
+        """Passages and images for a text and/or image query (as `RagService.search`)."""
+        req = _request(SearchRequest, request, "query", options)
+        if not (req.query or "").strip() and req.image is None:
+            raise RagError("nothing to search for: give a text query, an image (--image PATH), or both")
+        form = self._form({"q": req.query, "top_k": req.top_k, "image_top_k": req.image_top_k,
+                           "filters": req.filters or None})
+        response = self._send("POST", "/api/search", data=form, files=self._file(req.image))
+        return SearchResult.from_dict(response.json())
+
+    def _ask(self, req: AskRequest) -> ClientAnswerStream:
+        form = self._form({"question": req.question, "top_k": req.top_k, "image_top_k": req.image_top_k,
+                           "filters": req.filters or None})
+        files = self._file(req.image)
+        if files is None:
+            events, close = self._events("POST", "/api/ask", json={**form, "filters": req.filters or {}})
+        else:
+            events, close = self._events("POST", "/api/ask", data=form, files=files)
+        return ClientAnswerStream(events, close)
+
+    def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
+        """Retrieve, prompt the server's LLM and return the `Answer` with its citations."""
+        return self._ask(_request(AskRequest, request, "question", options)).get_answer()
+
+    def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> ClientAnswerStream:
+        """Like `ask()`, but iterate for text deltas, then read `.answer`."""
+        return self._ask(_request(AskRequest, request, "question", options))
+
+    def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
+        """Have the server index these files and folders (they must be under a folder it allows)."""
+        absolute = [str(Path(p).expanduser().absolute()) for p in paths]
+        events, close = self._events("POST", "/api/ingest", json={"paths": absolute, "prune": prune})
+        bars: Dict[str, Any] = {}
+        try:
+            for event, data in events:
+                if event == "progress" and progress:
+                    from tqdm.auto import tqdm
+
+                    bar = bars.get(data["stage"])
+                    if bar is None:
+                        bar = bars[data["stage"]] = tqdm(total=data["total"], desc=data["stage"], unit="item", leave=False)
+                    bar.update(data["done"] - bar.n)
+                elif event == "report":
+                    return IngestReport.from_dict(data)
+                elif event == "error":
+                    raise RagError(data.get("error", "the ingest failed"))
+        finally:
+            for bar in bars.values():
+                bar.close()
+            close()
+        raise RagError("the server closed the ingest stream before the report")
+
+    def info(self) -> Dict[str, Any]:
+        """Collections, point counts, models and storage (as `RagService.info`)."""
+        data = self._send("GET", "/api/info").json()
+        data.pop("server", None)
+        return data
+
+    def server_info(self) -> Dict[str, Any]:
+        """What the server says about itself: version, LLM, limits, ingest state."""
+        return self._send("GET", "/api/info").json().get("server", {})
+
+    def close(self) -> None:
+        """Close the HTTP connections (the server keeps running)."""
+        self._http.close()
+
+    def __enter__(self) -> "RagClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RagClient(url={self.url!r})"
