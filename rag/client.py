@@ -17,20 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from rag.errors import RagError
-from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
+from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult, as_request
 
 PathLike = Union[str, Path]
-
-
-def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
-    if isinstance(first, cls):
-        return first
-    values = {k: v for k, v in options.items() if v is not None}
-    if first is not None:
-        values[field] = first
-    if values.get("image") is not None:
-        values["image"] = str(values["image"])
-    return cls(**values)
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Tuple[str, Any]]:
@@ -171,7 +160,7 @@ class RagClient:
     # -- the API ------------------------------------------------------------------------------
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
         """Passages and images for a text and/or image query (as `RagService.search`)."""
-        req = _request(SearchRequest, request, "query", options)
+        req = as_request(SearchRequest, request, "query", options)
         if not (req.query or "").strip() and req.image is None:
             raise RagError("nothing to search for: give a text query, an image (--image PATH), or both")
         form = self._form({"q": req.query, "top_k": req.top_k, "image_top_k": req.image_top_k,
@@ -191,11 +180,11 @@ class RagClient:
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the server's LLM and return the `Answer` with its citations."""
-        return self._ask(_request(AskRequest, request, "question", options)).get_answer()
+        return self._ask(as_request(AskRequest, request, "question", options)).get_answer()
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> ClientAnswerStream:
         """Like `ask()`, but iterate for text deltas, then read `.answer`."""
-        return self._ask(_request(AskRequest, request, "question", options))
+        return self._ask(as_request(AskRequest, request, "question", options))
 
     def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
         """Have the server index these files and folders (they must be under a folder it allows)."""
@@ -226,6 +215,10 @@ class RagClient:
         data = self._send("GET", "/api/info").json()
         data.pop("server", None)
         return data
+
+    def llm(self) -> Dict[str, Any]:
+        """The server's LLM: backend, model, URL, vision, `configured` (as `RagService.llm`)."""
+        return self.server_info().get("llm", {})
 
     def server_info(self) -> Dict[str, Any]:
         """What the server says about itself: version, LLM, limits, ingest state."""

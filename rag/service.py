@@ -21,24 +21,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from rag.config import Settings
-from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
+from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult, as_request
 
 PathLike = Union[str, Path]
 
 SERVER_FILE = "server.json"  # written by `rag serve` into the storage folder it owns
 TOKEN_FILE = "server.token"  # the access token (mode 0600) when the server requires one
-
-
-def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
-    """A request object from either a request, or a positional text plus keyword options."""
-    if isinstance(first, cls):
-        return first
-    values = {k: v for k, v in options.items() if v is not None}
-    if first is not None:
-        values[field] = first
-    if values.get("image") is not None:
-        values["image"] = str(values["image"])
-    return cls(**values)
 
 
 class RagService:
@@ -58,7 +46,9 @@ class RagService:
 
             index = RagIndex(self.settings, **index_options)
         self.index = index
-        self.settings = index.settings  # models not set explicitly come from the index itself
+        # the models the index settled on (those not set explicitly come from the index itself)
+        self.settings = self.settings.with_overrides(text_model=index.settings.text_model,
+                                                     image_model=index.settings.image_model)
         self._llm = llm
         self._retriever: Any = retriever
         self._engines: Dict[Any, Any] = {}
@@ -90,22 +80,30 @@ class RagService:
     # -- the API -------------------------------------------------------------------------
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
         """Passages and images for a text and/or image query (`SearchRequest` fields as options)."""
-        req = _request(SearchRequest, request, "query", options)
+        req = as_request(SearchRequest, request, "query", options)
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
                                      filters=req.filters or None)
         return SearchResult(hits)
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
-        req = _request(AskRequest, request, "question", options)
+        req = as_request(AskRequest, request, "question", options)
         engine = self.query_engine(req.top_k, req.image_top_k)
         return engine.ask(req.question, image=req.image, filters=req.filters or None)
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Like `ask()`, but an `AnswerStream`: iterate for text deltas, then `.answer`."""
-        req = _request(AskRequest, request, "question", options)
+        req = as_request(AskRequest, request, "question", options)
         engine = self.query_engine(req.top_k, req.image_top_k)
         return engine.stream(req.question, image=req.image, filters=req.filters or None)
+
+    def llm(self) -> Dict[str, Any]:
+        """The LLM answers come from: backend, model, URL, vision, `configured` (never a key).
+
+        Builds it (once), so a misconfigured RAG_LLM fails here, before any retrieval.
+        """
+        engine = self.query_engine()
+        return {**engine.spec.to_dict(), "configured": engine.llm is not None}
 
     def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
         """Index files and folders incrementally; bad files are reported, never fatal."""

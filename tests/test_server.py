@@ -278,8 +278,11 @@ def test_ingest_symlink_out_of_the_allowed_folder_is_skipped(fresh, tmp_path):
     (corpus / "link.md").symlink_to(outside / "secret.md")
     report = sse_events(client.post("/api/ingest", json={"paths": [str(corpus)]}).text)[-1][1]
     assert report["text_nodes"] == 0
-    assert {"path": str((outside / "secret.md").resolve()),
-            "reason": "outside the folders this server may ingest"} in report["skipped"]
+    # the scan itself refuses links that lead out of the folder (the server's own path check
+    # stands behind it for anything that gets past)
+    [skipped] = report["skipped"]
+    assert skipped["path"].endswith("/corpus/link.md")
+    assert skipped["reason"].startswith("a symbolic link") and skipped["reason"].endswith("not followed")
 
 
 def test_unknown_routes_and_methods(client):
