@@ -150,7 +150,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", "0", "--log-level", "warning"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        from rag.service import running_server
+        from rag.client import running_server
 
         advert = None
         while advert is None:

@@ -5,21 +5,28 @@ the info dict); errors the server reports are raised as `RagError` with its mess
 images are uploaded (the server never reads a path a client names); ingest paths are sent
 absolute and must lie under a folder the server allows.
 
-    from rag.service import open_service
-    rag = open_service()          # a RagClient when a server owns the storage, else RagService
+    from rag import RagService
+    rag = RagService()            # talks to the server (through a RagClient) when one owns the storage
+
+Discovery: `rag serve` writes `<storage>/server.json` (URL, pid) and, when a token is required,
+a private token file; `connect(storage)` reads them and returns a client, or None.
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from rag.errors import RagError
-from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult, as_request
+from rag.types import Answer, AskRequest, Hit, IngestReport, SearchRequest, SearchResult, as_request
 
 PathLike = Union[str, Path]
+
+SERVER_FILE = "server.json"  # written by `rag serve` into the storage folder it owns
+TOKEN_FILE = "server.token"  # the access token (mode 0600) when the server requires one
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Tuple[str, Any]]:
@@ -38,24 +45,6 @@ def parse_sse(lines: Iterable[str]) -> Iterator[Tuple[str, Any]]:
         yield event, json.loads("\n".join(data))
 
 
-def sources_from_dicts(items: List[Dict[str, Any]]) -> List[Any]:
-    """`Source` objects (rag.answer.engine) from their `to_dict()`."""
-    from rag.answer.engine import Source
-
-    return [Source(**{k: v for k, v in s.items() if k in Source.__dataclass_fields__}) for s in items]
-
-
-def answer_from_dict(data: Dict[str, Any]) -> Any:
-    """An `Answer` (rag.answer.engine) from its `to_dict()`."""
-    from rag.answer.engine import Answer
-
-    sources = sources_from_dicts
-    return Answer(question=data.get("question", ""), answer=data.get("answer"), sources=sources(data.get("sources", [])),
-                  cited=sources(data.get("cited", [])), unknown_citations=list(data.get("unknown_citations", [])),
-                  prompt=data.get("prompt"), image=data.get("image"), llm=data.get("llm"),
-                  vision=bool(data.get("vision")), notes=list(data.get("notes", [])))
-
-
 class ClientAnswerStream:
     """Text deltas as the server streams them; `.answer` (an `Answer`) once consumed."""
 
@@ -67,7 +56,7 @@ class ClientAnswerStream:
         self._pending: Optional[Tuple[str, Any]] = None
         for event, data in self._events:  # the sources come first, before any text
             if event == "sources":
-                self.sources = sources_from_dicts(data.get("sources", []))
+                self.sources = [Hit.from_dict(h) for h in data.get("sources", [])]
                 break
             self._pending = (event, data)
             break
@@ -82,7 +71,7 @@ class ClientAnswerStream:
                 if event == "delta":
                     yield data["text"]
                 elif event == "answer":
-                    self.answer = answer_from_dict(data)
+                    self.answer = Answer.from_dict(data)
                 elif event == "error":
                     raise RagError(data.get("error", "the answer failed"))
         finally:
@@ -236,3 +225,59 @@ class RagClient:
 
     def __repr__(self) -> str:
         return f"RagClient(url={self.url!r})"
+
+
+# -- a running `rag serve` ---------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def running_server(storage: PathLike) -> Optional[Dict[str, Any]]:
+    """The advertisement (`url`, `pid`, ...) of the `rag serve` that owns `storage`, or None.
+
+    A stale one (its process is gone) is removed. Unreadable or malformed ones count as none.
+    """
+    path = Path(storage) / SERVER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        pid = int(data["pid"])
+        str(data["url"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid != os.getpid() and not _pid_alive(pid):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+    return data
+
+
+def server_token(storage: PathLike, advert: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The token a client sends: RAG_SERVER_TOKEN, else the server's token file (if readable)."""
+    token = os.environ.get("RAG_SERVER_TOKEN")
+    if token:
+        return token
+    path = Path((advert or {}).get("token_file") or Path(storage) / TOKEN_FILE)
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def connect(storage: PathLike) -> Optional[RagClient]:
+    """A client of the `rag serve` that owns `storage`, or None when none runs there."""
+    advert = running_server(storage)
+    if advert is None:
+        return None
+    return RagClient(advert["url"], token=server_token(storage, advert))

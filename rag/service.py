@@ -15,18 +15,14 @@ HTTP unchanged.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from rag.config import Settings
+from rag.errors import RagError
 from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult, as_request
 
 PathLike = Union[str, Path]
-
-SERVER_FILE = "server.json"  # written by `rag serve` into the storage folder it owns
-TOKEN_FILE = "server.token"  # the access token (mode 0600) when the server requires one
 
 
 class RagService:
@@ -39,8 +35,19 @@ class RagService:
     """
 
     def __init__(self, settings: Optional[Settings] = None, *, index: Any = None, retriever: Any = None,
-                 llm: Any = None, **index_options: Any) -> None:
+                 llm: Any = None, no_server: bool = False, **index_options: Any) -> None:
         self.settings = settings or (index.settings if index is not None else Settings.from_env())
+        self._llm = llm
+        self._retriever: Any = retriever
+        self._engines: Dict[Any, Any] = {}
+        self.remote: Any = None  # a RagClient when a `rag serve` owns the storage
+        if index is None and retriever is None and llm is None and not index_options and not no_server:
+            from rag.client import connect
+
+            self.remote = connect(self.settings.storage)
+        if self.remote is not None:
+            self.index = None
+            return
         if index is None:
             from rag.index.core import RagIndex
 
@@ -49,14 +56,18 @@ class RagService:
         # the models the index settled on (those not set explicitly come from the index itself)
         self.settings = self.settings.with_overrides(text_model=index.settings.text_model,
                                                      image_model=index.settings.image_model)
-        self._llm = llm
-        self._retriever: Any = retriever
-        self._engines: Dict[Any, Any] = {}
+
+    def _local(self, what: str) -> None:
+        if self.remote is not None:
+            raise RagError(f"{what} is not available here: the index in {self.settings.storage} is owned by "
+                           f"the rag serve at {self.remote.url}, which this service talks to. Use search/ask/"
+                           "stream/ingest/info, or stop the server (or pass no_server=True when it is stopped).")
 
     # -- parts ---------------------------------------------------------------------------
     @property
     def retriever(self) -> Any:
         """The `Retriever` over both collections."""
+        self._local("the retriever")
         if self._retriever is None:
             from rag.search.retriever import Retriever
 
@@ -65,6 +76,7 @@ class RagService:
 
     def query_engine(self, top_k: int = 5, image_top_k: int = 3) -> Any:
         """The `RagQueryEngine` (LLM from RAG_LLM unless one was given) for these search sizes."""
+        self._local("the query engine")
         key = (top_k, image_top_k)
         if key not in self._engines:
             from rag.answer.engine import RagQueryEngine
@@ -81,6 +93,8 @@ class RagService:
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
         """Passages and images for a text and/or image query (`SearchRequest` fields as options)."""
         req = as_request(SearchRequest, request, "query", options)
+        if self.remote is not None:
+            return self.remote.search(req)
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
                                      filters=req.filters or None)
         return SearchResult(hits)
@@ -88,12 +102,16 @@ class RagService:
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
         req = as_request(AskRequest, request, "question", options)
+        if self.remote is not None:
+            return self.remote.ask(req)
         engine = self.query_engine(req.top_k, req.image_top_k)
         return engine.ask(req.question, image=req.image, filters=req.filters or None)
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Like `ask()`, but an `AnswerStream`: iterate for text deltas, then `.answer`."""
         req = as_request(AskRequest, request, "question", options)
+        if self.remote is not None:
+            return self.remote.stream(req)
         engine = self.query_engine(req.top_k, req.image_top_k)
         return engine.stream(req.question, image=req.image, filters=req.filters or None)
 
@@ -102,22 +120,26 @@ class RagService:
 
         Builds it (once), so a misconfigured RAG_LLM fails here, before any retrieval.
         """
+        if self.remote is not None:
+            return self.remote.llm()
         engine = self.query_engine()
         return {**engine.spec.to_dict(), "configured": engine.llm is not None}
 
     def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
         """Index files and folders incrementally; bad files are reported, never fatal."""
+        if self.remote is not None:
+            return self.remote.ingest(paths, prune=prune, progress=progress)
         from rag.index.ingest import ingest
 
         return ingest(self.index, [Path(p) for p in paths], prune=prune, progress=progress)
 
     def info(self) -> Dict[str, Any]:
         """Collections, point counts, models and storage (loads no model)."""
-        return self.index.info()
+        return self.remote.info() if self.remote is not None else self.index.info()
 
     def close(self) -> None:
         """Let the storage go (another process may open it afterwards)."""
-        self.index.close()
+        (self.remote if self.remote is not None else self.index).close()
 
     def __enter__(self) -> "RagService":
         return self
@@ -128,75 +150,15 @@ class RagService:
     @classmethod
     def connect(cls, settings: Optional[Settings] = None) -> Any:
         """A `RagClient` to the `rag serve` that owns the settings' storage, or None if none runs."""
-        settings = settings or Settings.from_env()
-        advert = running_server(settings.storage)
-        if advert is None:
-            return None
-        from rag.client import RagClient
+        from rag.client import connect
 
-        return RagClient(advert["url"], token=server_token(settings.storage, advert))
+        return connect((settings or Settings.from_env()).storage)
 
     def __repr__(self) -> str:
-        return f"RagService(storage={str(self.settings.storage)!r})"
+        via = f", via={self.remote.url!r}" if self.remote is not None else ""
+        return f"RagService(storage={str(self.settings.storage)!r}{via})"
 
 
-# -- a running `rag serve` ---------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def running_server(storage: PathLike) -> Optional[Dict[str, Any]]:
-    """The advertisement (`url`, `pid`, ...) of the `rag serve` that owns `storage`, or None.
-
-    A stale one (its process is gone) is removed. Unreadable or malformed ones count as none.
-    """
-    path = Path(storage) / SERVER_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        pid = int(data["pid"])
-        str(data["url"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if pid != os.getpid() and not _pid_alive(pid):
-        try:
-            path.unlink()
-        except OSError:
-            pass
-        return None
-    return data
-
-
-def server_token(storage: PathLike, advert: Optional[Dict[str, Any]] = None) -> Optional[str]:
-    """The token a client sends: RAG_SERVER_TOKEN, else the server's token file (if readable)."""
-    token = os.environ.get("RAG_SERVER_TOKEN")
-    if token:
-        return token
-    path = Path((advert or {}).get("token_file") or Path(storage) / TOKEN_FILE)
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
-def open_service(settings: Optional[Settings] = None, *, no_server: bool = False, **options: Any) -> Any:
-    """A `RagClient` when a `rag serve` owns the storage (unless `no_server`), else a `RagService`.
-
-    Both have search/ask/stream/ingest/info/close and return the same values.
-    """
-    settings = settings or Settings.from_env()
-    if not no_server:
-        client = RagService.connect(settings)
-        if client is not None:
-            return client
-    return RagService(settings, **options)
-
+def open_service(settings: Optional[Settings] = None, *, no_server: bool = False, **options: Any) -> "RagService":
+    """`RagService(settings, no_server=..., **options)`: the name the CLI and scripts call."""
+    return RagService(settings, no_server=no_server, **options)

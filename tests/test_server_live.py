@@ -22,7 +22,8 @@ from rag.client import RagClient
 from rag.errors import RagError, StorageError
 from rag.server.advert import check_not_running, resolve_token
 from rag.server.config import ServerConfig
-from rag.service import SERVER_FILE, RagService, open_service, running_server, server_token
+from rag.client import SERVER_FILE, running_server, server_token
+from rag.service import RagService, open_service
 from server_helpers import LiveServer, make_service, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,12 @@ def test_client_through_the_server_has_the_service_api(live, settings, corpus):
 
 def test_open_service_picks_the_server_unless_told_not_to(live, settings):
     with open_service(settings) as svc:
-        assert isinstance(svc, RagClient)
+        assert isinstance(svc.remote, RagClient) and svc.remote.url == live.url
+        assert svc.info() == live.service.info()
+        with pytest.raises(RagError, match="owned by the rag serve at"):
+            svc.retriever
+    with RagService(settings) as svc:  # plain RagService finds the server too
+        assert isinstance(svc.remote, RagClient)
     with pytest.raises(StorageError, match="already open in this process"):
         open_service(settings, no_server=True)
 
@@ -89,7 +95,7 @@ SEARCHER = textwrap.dedent(
     started = time.perf_counter()
     svc = open_service(settings)
     hits = [svc.search("the moon", top_k=1, image_top_k=1).to_dict() for _ in range(5)][-1]["hits"]
-    print(json.dumps({"kind": type(svc).__name__, "hits": [h["title"] for h in hits],
+    print(json.dumps({"kind": type(svc.remote).__name__, "hits": [h["title"] for h in hits],
                       "seconds": time.perf_counter() - started}))
     """
 )

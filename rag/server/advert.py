@@ -1,6 +1,6 @@
 """The advertisement of a running server: `<storage>/server.json` and the 0600 token file.
 
-Clients (`RagService.connect`, `open_service`) read them through `rag.service.running_server`.
+Clients (`RagService`, `rag.client.connect`) read them through `rag.client.running_server`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 from rag import __version__
 from rag.errors import StorageError
 from rag.server.config import ServerConfig
-from rag.service import SERVER_FILE, TOKEN_FILE, running_server
+from rag.client import SERVER_FILE, TOKEN_FILE, running_server
 
 
 def check_not_running(storage: Path) -> None:

@@ -64,7 +64,7 @@ def serve(settings: Settings, config: ServerConfig, *, service: Any = None, log_
     config = replace(config, port=port)
     try:
         if service is None:
-            service = RagService(settings)
+            service = RagService(settings, no_server=True)
             echo(f"Loading models ({settings.text_model}, {settings.image_model})...")
             service.index.text_embedding  # load once, now, not on the first request
             service.index.image_embedding
