@@ -159,7 +159,7 @@ class RagClient:
 
     def _ask(self, req: AskRequest) -> ClientAnswerStream:
         form = self._form({"question": req.question, "top_k": req.top_k, "image_top_k": req.image_top_k,
-                           "filters": req.filters or None})
+                           "filters": req.filters or None, "dry_run": "true" if req.dry_run else None})
         files = self._file(req.image)
         if files is None:
             events, close = self._events("POST", "/api/ask", json={**form, "filters": req.filters or {}})

@@ -74,18 +74,19 @@ class RagService:
             self._retriever = Retriever(self.index)
         return self._retriever
 
-    def query_engine(self, top_k: int = 5, image_top_k: int = 3) -> Any:
-        """The `RagQueryEngine` (LLM from RAG_LLM unless one was given) for these search sizes."""
+    def query_engine(self, top_k: int = 5, image_top_k: int = 3, *, dry_run: bool = False) -> Any:
+        """The `RagQueryEngine` for these search sizes: LLM from RAG_LLM unless one was given,
+        none at all with `dry_run` (the answer then holds the prompt that would be sent)."""
         self._local("the query engine")
-        key = (top_k, image_top_k)
+        key = (top_k, image_top_k, dry_run)
         if key not in self._engines:
             from rag.answer.engine import RagQueryEngine
 
-            if self._llm is not None:
-                engine = RagQueryEngine(self.retriever, self._llm, top_k=top_k, image_top_k=image_top_k)
+            sizes = {"top_k": top_k, "image_top_k": image_top_k}
+            if dry_run or self._llm is not None:
+                engine = RagQueryEngine(self.retriever, None if dry_run else self._llm, **sizes)
             else:
-                engine = RagQueryEngine.from_settings(self.settings, self.retriever, top_k=top_k,
-                                                      image_top_k=image_top_k)
+                engine = RagQueryEngine.from_settings(self.settings, self.retriever, **sizes)
             self._engines[key] = engine
         return self._engines[key]
 
@@ -104,7 +105,7 @@ class RagService:
         req = as_request(AskRequest, request, "question", options)
         if self.remote is not None:
             return self.remote.ask(req)
-        engine = self.query_engine(req.top_k, req.image_top_k)
+        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
         return engine.ask(req.question, image=req.image, filters=req.filters or None)
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
@@ -112,7 +113,7 @@ class RagService:
         req = as_request(AskRequest, request, "question", options)
         if self.remote is not None:
             return self.remote.stream(req)
-        engine = self.query_engine(req.top_k, req.image_top_k)
+        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
         return engine.stream(req.question, image=req.image, filters=req.filters or None)
 
     def llm(self) -> Dict[str, Any]:

@@ -114,6 +114,7 @@ class AskRequest(_Plain):
     top_k: int = 5
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False  # build the prompt and number the sources, but call no model
 
 
 @dataclass

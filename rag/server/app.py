@@ -298,7 +298,7 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
         req = AskRequest(question=_query_text(question, config),
                          top_k=_int(fields.get("top_k", 5), "top_k", 0, config.max_top_k),
                          image_top_k=_int(fields.get("image_top_k", 3), "image_top_k", 0, config.max_top_k),
-                         filters=filters)
+                         filters=filters, dry_run=str(fields.get("dry_run", "")).lower() in ("1", "true"))
         return await start_answer(req, upload)
 
     async def start_answer(req: AskRequest, upload: Optional[tuple]) -> StreamingResponse:
