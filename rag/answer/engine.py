@@ -158,11 +158,11 @@ class RagQueryEngine(BaseQueryEngine):
     def prompt_text(self, key: str) -> str:
         """The text of a prompt ("system_prompt" or "answer_instruction"), its variables filled."""
         template = self.prompts[key]
-        try:
-            return template.format()
-        except KeyError as exc:
-            raise RagError(f"the prompt {key!r} has a variable without a value ({exc}): "
-                           "fill it with template.partial_format(...) before update_prompts()") from None
+        missing = sorted(set(getattr(template, "template_vars", [])) - set(getattr(template, "kwargs", {})))
+        if missing:  # LlamaIndex would leave "{name}" in the text
+            raise RagError(f"the prompt {key!r} has a variable without a value ({', '.join(map(repr, missing))}): "
+                           "fill it with template.partial_format(...) before update_prompts()")
+        return template.format()
 
     def _build_prompt(self, question: str, sources: list[Hit], image: Optional[PathLike], vision: bool) -> Prompt:
         return build_prompt(question, sources, question_image=image, vision=vision,
