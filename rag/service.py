@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from rag.config import Settings
+from rag.errors import RagError
 from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
 
 PathLike = Union[str, Path]
@@ -107,8 +108,11 @@ class RagService:
         LlamaIndex `Document`s / `ImageDocument`s are accepted too (see `ingest_documents`).
         """
         items = list(paths)
-        if items and not isinstance(items[0], (str, Path)):
-            return self.ingest_documents(items, progress=progress)
+        documents = [item for item in items if not isinstance(item, (str, Path))]
+        if documents and len(documents) < len(items):
+            raise RagError("ingest() takes paths or LlamaIndex Documents, not both in one call")
+        if documents:
+            return self.ingest_documents(documents, progress=progress)
         from rag.index.ingest import ingest
 
         return ingest(self.index, [Path(p) for p in items], prune=prune, progress=progress)

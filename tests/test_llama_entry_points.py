@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any, List, Optional
 
 import pytest
+from click.testing import CliRunner
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
 from llama_index.core.llms import MockLLM
@@ -27,6 +28,7 @@ from llama_index.core.schema import (
 from conftest import FakeRetriever, photo
 from rag.answer.engine import NO_LLM_MESSAGE, RagQueryEngine
 from rag.answer.prompt import ANSWER_INSTRUCTION, SYSTEM_PROMPT
+from rag.cli import main
 from rag.errors import RagError
 from rag.index.core import NO_DEFAULT_LLM
 from rag.search.llama import RagRetriever
@@ -214,14 +216,21 @@ def test_simple_directory_reader_documents_give_the_points_of_rag_ingest(open_te
     assert (report.text_nodes, report.image_nodes, report.files_indexed) == (3, 3, 6)
     assert by_documents.index.counts() == {"text": 3, "image": 3}
 
-    by_files = RagService(index=open_test_index(replace(settings, storage=tmp_path / "by-files")))
-    assert by_files.ingest([corpus]).points == by_documents.index.counts()
-    assert sorted(by_files.index.ledger.files) == sorted(by_documents.index.ledger.files)
+    other = replace(settings, storage=tmp_path / "by-files")  # `rag ingest` of the folder, as a user runs it
+    env = {"RAG_STORAGE": str(other.storage), "RAG_TEXT_MODEL": other.text_model,
+           "RAG_IMAGE_MODEL": other.image_model, "RAG_STORE": other.store}
+    result = CliRunner().invoke(main, ["ingest", str(corpus), "-q"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    by_files = open_test_index(other)
+    assert by_files.counts() == by_documents.index.counts()
+    assert sorted(by_files.ledger.files) == sorted(by_documents.index.ledger.files)
 
     again = by_documents.ingest(docs)  # ingest() takes documents too: nothing embedded twice
     assert (again.files_indexed, again.unchanged, again.text_nodes, again.image_nodes) == (0, 6, 0, 0)
     as_files = by_documents.ingest([corpus])  # the same files, keyed and hashed the same way
     assert (as_files.files_indexed, as_files.unchanged) == (0, 6)
+    with pytest.raises(RagError, match=r"^ingest\(\) takes paths or LlamaIndex Documents, not both in one call$"):
+        by_documents.ingest([corpus, docs[0]])
 
 
 def test_a_changed_document_replaces_its_nodes(service):
