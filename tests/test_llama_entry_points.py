@@ -425,3 +425,16 @@ def test_citation_query_engine_over_our_retriever(service, multimodal):
     texts = [n.node.get_content() for n in response.source_nodes]
     assert [t.split("\n", 1)[0] for t in texts] == ["Source 1:", "Source 2:"]
     assert [t.split("\n", 1)[1].strip() for t in texts] == passages
+
+
+def test_streaming_reports_synthesis_and_llm_once_the_stream_ends(service):
+    debug = LlamaDebugHandler()
+    engine = service.as_query_engine(llm=MockLLM(), callback_manager=CallbackManager([debug]), streaming=True,
+                                     top_k=1, image_top_k=0)
+    response = engine.query("the moon")
+    assert [len(pair) for pair in debug.get_event_pairs(CBEventType.SYNTHESIZE)] == [1]  # started, not ended
+    text = "".join(response.response_gen)
+    assert "Question: the moon" in text
+    assert [len(pair) for pair in debug.get_event_pairs(CBEventType.SYNTHESIZE)] == [2]
+    llm_end = debug.get_event_pairs(CBEventType.LLM)[0][1]
+    assert llm_end.payload["completion"] == text
