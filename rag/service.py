@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from rag.config import Settings
-from rag.errors import RagError
 from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
 
 PathLike = Union[str, Path]
@@ -102,16 +101,16 @@ class RagService:
         engine = self.query_engine(req.top_k, req.image_top_k)
         return engine.stream(req.question, image=req.image, filters=req.filters or None)
 
-    def ingest(self, paths: Iterable[Any], *, prune: bool = False, progress: bool = False) -> IngestReport:
-        """Index files and folders incrementally; bad files are reported, never fatal.
-
-        LlamaIndex `Document`s / `ImageDocument`s are accepted too (see `ingest_documents`).
-        """
+    def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
+        """Index files and folders incrementally; bad files are reported, never fatal."""
+        # LlamaIndex Documents / ImageDocuments are accepted too (see ingest_documents)
         items = list(paths)
         documents = [item for item in items if not isinstance(item, (str, Path))]
-        if documents and len(documents) < len(items):
-            raise RagError("ingest() takes paths or LlamaIndex Documents, not both in one call")
         if documents:
+            if len(documents) < len(items):
+                from rag.errors import RagError
+
+                raise RagError("ingest() takes paths or LlamaIndex Documents, not both in one call")
             return self.ingest_documents(documents, progress=progress)
         from rag.index.ingest import ingest
 
