@@ -128,11 +128,51 @@ class RagService:
 
     def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
         """Index files and folders incrementally; bad files are reported, never fatal."""
+        # LlamaIndex Documents / ImageDocuments are accepted too (see ingest_documents)
+        items = list(paths)
+        documents = [item for item in items if not isinstance(item, (str, Path))]
+        if documents:
+            if len(documents) < len(items):
+                raise RagError("ingest() takes paths or LlamaIndex Documents, not both in one call")
+            return self.ingest_documents(documents, progress=progress)
         if self.remote is not None:
             return self.remote.ingest(paths, prune=prune, progress=progress)
         from rag.index.ingest import ingest
 
-        return ingest(self.index, [Path(p) for p in paths], prune=prune, progress=progress)
+        return ingest(self.index, [Path(p) for p in items], prune=prune, progress=progress)
+
+    def ingest_documents(self, documents: Iterable[Any], *, progress: bool = False) -> IngestReport:
+        """Index LlamaIndex Documents and ImageDocuments through the ledger (incremental)."""
+        self._local("ingesting LlamaIndex Documents")
+        return self.index.ingest_documents(documents, progress=progress)
+
+    def insert(self, document: Any) -> IngestReport:
+        """Index one LlamaIndex Document or ImageDocument (LlamaIndex's `index.insert(doc)`)."""
+        self._local("inserting LlamaIndex Documents")
+        return self.index.insert(document)
+
+    # -- LlamaIndex entry points ----------------------------------------------------------
+    def as_retriever(self, top_k: int = 5, image_top_k: int = 3, filters: Any = None, **kwargs: Any) -> Any:
+        """Our search as a LlamaIndex `BaseRetriever` (`rag.search.llama.RagRetriever`)."""
+        from rag.search.llama import RagRetriever
+
+        return RagRetriever(self.retriever, top_k=top_k, image_top_k=image_top_k, filters=filters, **kwargs)
+
+    def as_query_engine(self, llm: Any = None, **kwargs: Any) -> Any:
+        """A `RagQueryEngine` (LlamaIndex query engine) over this index.
+
+        `llm`: a LlamaIndex LLM; without one, the LLM this service was given or RAG_LLM names,
+        which is none by default: the no-LLM mode (prompt and sources), never OpenAI.
+        Other options go to `RagQueryEngine` (top_k, image_top_k, node_postprocessors,
+        callback_manager, streaming, ...); `retriever=` replaces ours with any BaseRetriever.
+        """
+        from rag.answer.engine import RagQueryEngine
+
+        retriever = kwargs.pop("retriever", None) or self.retriever
+        llm = llm if llm is not None else self._llm
+        if llm is not None:
+            return RagQueryEngine(retriever, llm, **kwargs)
+        return RagQueryEngine.from_settings(self.settings, retriever, **kwargs)
 
     def info(self) -> Dict[str, Any]:
         """Collections, point counts, models and storage (loads no model)."""
