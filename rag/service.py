@@ -136,7 +136,7 @@ class RagService:
                 raise RagError("ingest() takes paths or LlamaIndex Documents, not both in one call")
             return self.ingest_documents(documents, progress=progress)
         if self.remote is not None:
-            return self.remote.ingest(paths, prune=prune, progress=progress)
+            return self.remote.ingest(items, prune=prune, progress=progress)
         from rag.index.ingest import ingest
 
         return ingest(self.index, [Path(p) for p in items], prune=prune, progress=progress)
