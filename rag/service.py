@@ -15,13 +15,15 @@ HTTP unchanged.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from rag.config import Settings
 from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
 
 PathLike = Union[str, Path]
+logger = logging.getLogger(__name__)
 
 
 def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
@@ -34,6 +36,33 @@ def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
     if values.get("image") is not None:
         values["image"] = str(values["image"])
     return cls(**values)
+
+
+def check_query_image(image: Optional[str], max_pixels: int) -> None:
+    """Raise BadInputError naming the file when a query image is missing, no file, or no image."""
+    if image is None:
+        return
+    from rag.errors import BadInputError
+    from rag.media.images import open_checked
+
+    path = Path(image)
+    if not path.exists():
+        raise BadInputError(image, "no such image file")
+    if not path.is_file():
+        raise BadInputError(image, "not a file")
+    try:
+        open_checked(path, image, max_pixels)
+    except OSError as exc:
+        raise BadInputError(image, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _checked(req: Any, max_pixels: int) -> List[str]:
+    """Validate a request (see `SearchRequest.validate`) and its image; the notes to pass on."""
+    notes = req.validate()
+    check_query_image(req.image, max_pixels)
+    if notes:
+        logger.warning("%s", notes[0])
+    return notes
 
 
 class RagService:
@@ -85,21 +114,38 @@ class RagService:
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
         """Passages and images for a text and/or image query (`SearchRequest` fields as options)."""
         req = _request(SearchRequest, request, "query", options)
+        notes = _checked(req, self.settings.max_image_pixels)
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
                                      filters=req.filters or None)
-        return SearchResult(hits)
+        return SearchResult(hits, notes)
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
         req = _request(AskRequest, request, "question", options)
+        notes = _checked(req, self.settings.max_image_pixels)
         engine = self.query_engine(req.top_k, req.image_top_k)
-        return engine.ask(req.question, image=req.image, filters=req.filters or None)
+        answer = engine.ask(req.question, image=req.image, filters=req.filters or None)
+        answer.notes[:0] = notes
+        return answer
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Like `ask()`, but an `AnswerStream`: iterate for text deltas, then `.answer`."""
         req = _request(AskRequest, request, "question", options)
+        notes = _checked(req, self.settings.max_image_pixels)
         engine = self.query_engine(req.top_k, req.image_top_k)
-        return engine.stream(req.question, image=req.image, filters=req.filters or None)
+        stream = engine.stream(req.question, image=req.image, filters=req.filters or None)
+        if notes:
+            finish = stream._finish
+
+            def finish_with_notes(text: str) -> Any:
+                answer = finish(text)
+                answer.notes[:0] = notes
+                return answer
+
+            stream._finish = finish_with_notes
+            if stream.answer is not None:
+                stream.answer.notes[:0] = notes
+        return stream
 
     def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
         """Index files and folders incrementally; bad files are reported, never fatal."""
