@@ -27,7 +27,8 @@ from llama_index.core.schema import QueryBundle
 
 from rag.answer.attempts import AnswerStream, Attempts, adeltas, deltas
 from rag.answer.citations import citation_numbers, number_sources, parse_citations
-from rag.answer.llms import ImagesRefusedError, LLMSpec, build_llm, resolve_llm, spec_for_llm
+from rag.answer.llms import (ImagesRefusedError, LLMSpec, build_llm, resolve_llm, spec_for_llm, stream_cut_error,
+                             stream_finished)
 from rag.answer.prompt import SYSTEM_PROMPT, ImagePart, Prompt, build_prompt
 from rag.errors import RagError
 from rag.media.encode import EncodedImage, ImageUnusable, encode_image
@@ -179,14 +180,27 @@ class RagQueryEngine(BaseQueryEngine):
         yield self.llm.chat(messages).message.content
 
     def _stream_chat(self, messages: list[Any]) -> Iterator[Optional[str]]:
-        return (chunk.delta for chunk in self.llm.stream_chat(messages))
+        finished, received = None, 0
+        for chunk in self.llm.stream_chat(messages):
+            state = stream_finished(chunk)
+            finished = state if finished is None else (finished or bool(state))
+            received += len(chunk.delta or "")
+            yield chunk.delta
+        if finished is False and received:  # the server said nothing of finishing: cut short
+            raise stream_cut_error(self.spec, received)
 
     async def _achat(self, messages: list[Any]) -> AsyncIterator[Optional[str]]:
         yield (await self.llm.achat(messages)).message.content
 
     async def _astream_chat(self, messages: list[Any]) -> AsyncIterator[Optional[str]]:
+        finished, received = None, 0
         async for chunk in await self.llm.astream_chat(messages):
+            state = stream_finished(chunk)
+            finished = state if finished is None else (finished or bool(state))
+            received += len(chunk.delta or "")
             yield chunk.delta
+        if finished is False and received:
+            raise stream_cut_error(self.spec, received)
 
     # ---- public API
 
