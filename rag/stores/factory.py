@@ -120,7 +120,7 @@ def open_server_stores(settings: Settings, timeout: int = QDRANT_TIMEOUT) -> Sto
             reason = reason.replace(settings.qdrant_api_key, "***")
         raise StorageError(
             f"Cannot use the Qdrant server at RAG_QDRANT_URL={shown_url(url)!r} ({type(exc).__name__}: {reason}; "
-            f"each request may take {timeout} s). Is the server running and the address right? Check "
+            f"timeout {timeout} s). Is the server running and the address right? Check "
             "RAG_QDRANT_URL and RAG_QDRANT_API_KEY, or unset RAG_QDRANT_URL to use the embedded store."
         ) from None
     aclient = AsyncQdrantClient(**kwargs)
