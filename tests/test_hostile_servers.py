@@ -133,21 +133,15 @@ def engine(server: HostileLLM, **settings) -> RagQueryEngine:
 
 
 def run(eng: RagQueryEngine, how: str):
-    """The answer, asked one of four ways."""
+    """The answer, asked one of three ways (ask, stream, aask)."""
     if how == "ask":
         return eng.ask("What is a cat?")
     if how == "stream":
         stream = eng.stream("What is a cat?")
         "".join(stream)
         return stream.answer
-    if how == "aask":
-        return asyncio.run(eng.aask("What is a cat?"))
-
-    async def consume():
-        response = await eng.aquery("What is a cat?") if False else None  # noqa: F841
-        return await eng.aask("What is a cat?")
-
-    return asyncio.run(consume())
+    assert how == "aask"
+    return asyncio.run(eng.aask("What is a cat?"))
 
 
 WAYS = ["ask", "stream", "aask"]
