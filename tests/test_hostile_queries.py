@@ -253,3 +253,32 @@ def test_cli_svg_query_image(cli, bad_images):
 
 def test_rag_error_is_the_base():
     assert issubclass(BadInputError, RagError)
+
+
+def test_cli_search_shows_the_note_when_the_query_was_cut(monkeypatch):
+    from click.testing import CliRunner
+
+    import rag.cli.common
+    from rag.service import RagService
+    from rag.types import Hit
+
+    class Fixed:
+        def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
+            self.query = query
+            return [Hit("text", 0.5, "n1", "s", text="t")]
+
+    fixed = Fixed()
+
+    def open_service(settings):
+        import types
+
+        return RagService(settings, index=types.SimpleNamespace(close=lambda: None, settings=settings),
+                          retriever=fixed)
+
+    monkeypatch.setattr(rag.cli.common, "open_service", open_service)
+    long_query = "moon " * 4000
+    result = CliRunner().invoke(rag.cli.main, ["search", long_query, "--json"])
+    assert result.exit_code == 0, result.output
+    data = __import__("json").loads(result.output)
+    assert len(data["hits"]) == 1 and len(fixed.query) == 10_000
+    assert data["notes"] == ["The query was 20,000 characters long; only its first 10,000 were used."]

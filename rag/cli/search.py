@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import click
 
-from rag.cli.common import LABELS, describe_filters, emit_json, filter_option, service_from, snippet, storage_options
+from rag.cli.common import LABELS, describe_filters, emit_json, filter_option, service_from, snippet, stderr, storage_options
 from rag.types import SearchRequest
 
 NOTHING_TO_SEARCH = "nothing to search for: give a text query, an image (--image PATH), or both"
@@ -47,10 +47,9 @@ def print_hits(hits) -> None:
                 click.echo(f"      {snippet(hit.text)}")
 
 
-def search_json(request: SearchRequest, hits) -> Dict[str, Any]:
-    """What `rag search --json` prints: the query as given, then the hits (best first per kind)."""
-    return {"query": request.query, "image": request.image, "filters": request.filters,
-            "hits": [hit.to_dict() for hit in hits]}
+def search_json(request: SearchRequest, result: Any) -> Dict[str, Any]:
+    """What `rag search --json` prints: the query as given, the hits, and notes if any."""
+    return {"query": request.query, "image": request.image, "filters": request.filters, **result.to_dict()}
 
 
 @click.command("search")
@@ -79,11 +78,14 @@ def command(query, image, top_k, image_top_k, filters, as_json, storage, text_mo
     request = SearchRequest(query=query, image=str(image) if image else None, top_k=top_k,
                             image_top_k=image_top_k, filters=dict(filters))
     with service_from(storage, text_model, image_model) as service:
-        hits = service.search(request).hits
+        result = service.search(request)
+        hits = result.hits
         message = no_hits_message(service, request) if not hits and not as_json else ""
     if as_json:
-        emit_json(search_json(request, hits))
+        emit_json(search_json(request, result))
         return
+    for note in result.notes:
+        stderr(f"Note: {note}")
     if message:
         click.echo(message)
     print_hits(hits)
