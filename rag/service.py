@@ -130,24 +130,28 @@ class RagService:
                                      filters=req.filters or None)
         return SearchResult(hits, notes)
 
-    def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
-        """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
+    def _question(self, request: Any, options: Dict[str, Any]) -> Any:
+        """The checked AskRequest, its notes, and the engine to answer it (None: the server's)."""
         req = as_request(AskRequest, request, "question", options)
         notes = _checked(req, self.settings.max_image_pixels)
         if self.remote is not None:
+            return req, notes, None
+        return req, notes, self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
+
+    def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
+        """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
+        req, notes, engine = self._question(request, options)
+        if engine is None:
             return self.remote.ask(req)
-        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
         answer = engine.ask(req.question, image=req.image, filters=req.filters or None)
         answer.notes[:0] = notes
         return answer
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Like `ask()`, but an `AnswerStream`: iterate for text deltas, then `.answer`."""
-        req = as_request(AskRequest, request, "question", options)
-        notes = _checked(req, self.settings.max_image_pixels)
-        if self.remote is not None:
+        req, notes, engine = self._question(request, options)
+        if engine is None:
             return self.remote.stream(req)
-        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
         stream = engine.stream(req.question, image=req.image, filters=req.filters or None)
         stream.add_notes(notes)
         return stream
