@@ -240,7 +240,8 @@ def test_cli_enormous_query(cli):
     result = cli("search", "cat " * 100_000, "--top-k", "1", "--image-top-k", "0")
     assert result.exit_code == 0
     assert "Traceback" not in result.output
-    assert result.output.count("\n") == 2  # one hit: its title line and its snippet
+    assert result.stdout.count("\n") == 2  # one hit: its title line and its snippet
+    assert result.stderr == "Note: The query was 400,000 characters long; only its first 10,000 were used.\n"
 
 
 def test_cli_svg_query_image(cli, bad_images):
