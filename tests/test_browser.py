@@ -63,7 +63,7 @@ def server(tmp_path_factory, tiny_models, minilm_dir, stub):
     index = RagIndex(settings, text_embedding=load_text_embedding(settings),
                      image_embedding=load_image_embedding(settings))
     service = RagService(settings, index=index)
-    service.ingest([ROOT / "data" / "sample"])
+    service.ingest([ROOT / "rag" / "sample"])
     with LiveServer(settings, service, ServerConfig()) as live:
         yield live
 
@@ -125,7 +125,7 @@ def test_search_upload_and_ask_in_a_real_browser(server, browser, stub):
     shot(d, "1-search")
 
     # 2. an uploaded image: the same picture comes first among the images
-    picture = ROOT / "data" / "sample" / "images" / "coffee-1.jpg"
+    picture = ROOT / "rag" / "sample" / "images" / "coffee-1.jpg"
     d.find_element(By.ID, "image").send_keys(str(picture))
     wait(d, lambda d: d.find_element(By.ID, "preview").is_displayed())
     d.find_element(By.CSS_SELECTOR, ".filters summary").click()  # the filters: images only

@@ -80,11 +80,14 @@ def command(
                 click.echo(answer.answer)
         else:
             stream = service.stream(request)
+            printed = False
             try:
                 for delta in stream:
                     click.echo(delta, nl=False)
+                    printed = printed or bool(delta)
             finally:
-                click.echo()  # an error after part of the answer starts on its own line
+                if printed:  # the answer's last line (an error after part of it starts on its own line)
+                    click.echo()
             answer = stream.get_answer()
 
     if as_json:
