@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rag.search.fusion import Fused
-from rag.search.signals import FusionSettings, article_ranking, fuse_all, fuse_modality, image_words
+from rag.corpus.words import image_words
+from rag.search.signals import FusionSettings, article_ranking, fuse_all, fuse_modality
 
 
 def test_image_words_gathers_title_caption_and_file_name():
@@ -47,3 +48,36 @@ def test_fuse_all_ranks_across_modalities_and_keeps_signals():
     top2 = fuse_all(text, images, FusionSettings(image_weight=0.1), limit=2, min_images=1)
     assert [i.id for i in top2.items] == [("text", "t1"), ("image", "i1")]
     assert [i.id for i in fuse_all(text, [], FusionSettings(), limit=2).items] == [("text", "t1"), ("text", "t2")]
+
+
+def test_signal_store_bm25_and_words_legs(tmp_path):
+    from rag.stores.signals import SignalPoint, SignalStore
+
+    text = SignalStore(tmp_path / "text", "text")
+    assert not text.exists() and text.count() == 0 and text.query("anything") == {}
+    text.add([
+        SignalPoint("n1", "d1", {"title": "Moon", "url": "u/moon"}, "Moon\n\nThe Moon raises the tides."),
+        SignalPoint("n2", "d2", {"title": "Coffee", "url": "u/coffee"}, "Coffee\n\nEspresso needs nine bars of pressure."),
+    ])
+    legs = text.query("what causes the tides?", limit=5)
+    assert [node for node, _ in legs["bm25"]] == ["n1"]
+    assert text.query("the of and") == {}  # only stop words: no lexical leg
+    text.delete_documents(["d1"])
+    assert text.count() == 1
+    text.close()
+    reopened = SignalStore(tmp_path / "text", "text")
+    assert reopened.exists() and reopened.count() == 1
+    assert [n for n, _ in reopened.query("espresso pressure")["bm25"]] == ["n2"]
+    reopened.close()
+
+    image = SignalStore(tmp_path / "image", "image")
+    image.add([
+        SignalPoint("i1", "d3", {"title": "Moon", "url": "u/moon"}, "Moon. Craters", [1.0, 0.0]),
+        SignalPoint("i2", "d4", {"title": "Coffee", "url": "u/coffee"}, "Coffee. A cup of espresso", [0.0, 1.0]),
+    ])
+    legs = image.query("espresso cup", [0.1, 0.9], limit=5)
+    assert [n for n, _ in legs["words"]] == ["i2", "i1"] and [n for n, _ in legs["bm25"]] == ["i2"]
+    assert image.ids_of_articles(["u/moon"]) == {"i1": "u/moon"}
+    with pytest.raises(ValueError, match="image node i3 has no words vector"):
+        image.add([SignalPoint("i3", "d5", {}, "x")])
+    image.close()

@@ -17,18 +17,15 @@ RRF weights barely act at k = 60.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
+from rag.corpus.words import article_key, image_words  # noqa: F401  (re-exported)
 from rag.search.fusion import Fused, Ranked, dbsf, rrf, with_minimums
 
 TEXT_SIGNALS = ("dense", "bm25")
 IMAGE_SIGNALS = ("clip", "words", "words_bm25", "article")
 SIGNALS = TEXT_SIGNALS + IMAGE_SIGNALS
-# Words of an image, in this order; the first that exist are what `words` embeds.
-WORD_FIELDS = ("title", "caption", "alt", "description")
 
 
 @dataclass(frozen=True)
@@ -53,26 +50,6 @@ class FusionSettings:
     def without(self, *names: str) -> "FusionSettings":
         """A copy without the named signals."""
         return self.using(*[n for n in self.signals if n not in names])
-
-
-def image_words(metadata: Mapping[str, Any], path: Optional[str] = None) -> str:
-    """The words an image carries: its article title, caption, alt text, description, file name."""
-    parts = [str(metadata[k]).strip().rstrip(".").strip() for k in WORD_FIELDS if metadata.get(k)]
-    file = path or metadata.get("file_path") or metadata.get("file_name")
-    if file:
-        stem = re.sub(r"[-_.]+", " ", Path(str(file)).stem).strip()
-        if stem and not stem.isdigit():
-            parts.append(stem)
-    seen: List[str] = []
-    for part in parts:
-        if part and part not in seen:
-            seen.append(part)
-    return ". ".join(seen)
-
-
-def article_key(metadata: Mapping[str, Any]) -> Optional[str]:
-    """What ties a passage and an image to one article: its URL, else its title."""
-    return metadata.get("url") or metadata.get("title") or None
 
 
 def article_ranking(text_ranked: Sequence[Tuple[Hashable, float]], text_article: Mapping[Hashable, Optional[str]],
