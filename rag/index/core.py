@@ -22,6 +22,7 @@ from llama_index.core.schema import BaseNode
 
 from rag.config import Settings
 from rag.errors import StorageError
+from rag.index.signals import add_signals, open_signal_stores
 from rag.stores.factory import StorePair, count_points, open_stores
 
 LEDGER_NAME = "ledger.json"
@@ -100,6 +101,7 @@ class RagIndex:
         self.ledger = Ledger.load(Path(settings.storage) / LEDGER_NAME)
         check_models(self.ledger, settings)
         self.stores = stores or open_stores(settings)
+        self.signals: Dict[str, Any] = {} if settings.uses_server else open_signal_stores(settings)
         self._text_embedding = text_embedding
         self._image_embedding = image_embedding
 
@@ -126,11 +128,20 @@ class RagIndex:
         return {"text": count_points(self.stores.text), "image": count_points(self.stores.image)}
 
     def add(self, text_nodes: Sequence[BaseNode], image_nodes: Sequence[BaseNode]) -> None:
-        """Write already embedded nodes to their collections."""
+        """Write already embedded nodes to their collections, and their signals beside them."""
+        with_signals = bool(self.signals) and (bool(text_nodes) or bool(image_nodes)) and not self.needs_signals()
         if text_nodes:
             self.stores.text.add(list(text_nodes))
         if image_nodes:
             self.stores.image.add(list(image_nodes))
+        if with_signals:
+            add_signals(self.signals, text_nodes, image_nodes, self.text_embedding.get_text_embedding_batch)
+
+    def needs_signals(self) -> bool:
+        """Was this index built before the lexical and caption signals (`rag migrate --signals` adds them)?"""
+        if not self.signals or all(store.exists() for store in self.signals.values()):
+            return False
+        return any(self.counts().values())
 
     def delete_documents(self, doc_ids: Iterable[str]) -> None:
         """Delete documents from both collections (the stock index forgets the image one)."""
@@ -139,6 +150,8 @@ class RagIndex:
             if doc_ids and count_points(store):  # a collection not created yet has nothing to delete
                 for doc_id in doc_ids:
                     store.delete(doc_id)
+        for signals in self.signals.values():
+            signals.delete_documents(doc_ids)
 
     def build_search_graphs(self) -> bool:
         """Index new points of embedded (qdrant-edge) collections in their HNSW graphs.
@@ -149,6 +162,8 @@ class RagIndex:
         for store in (self.stores.text, self.stores.image):
             if hasattr(store, "optimize"):
                 built = store.optimize() or built
+        for signals in self.signals.values():
+            built = signals.optimize() or built
         return built
 
     def remember_models(self) -> None:
@@ -185,9 +200,13 @@ class RagIndex:
                 "image": self.ledger.models.get("image", self.settings.image_model),
             },
             "files": len(self.ledger.files),
+            "signals": ({kind: store.count() for kind, store in self.signals.items()}
+                        if self.signals and all(s.exists() for s in self.signals.values()) else None),
         }
 
     def close(self) -> None:
+        for signals in self.signals.values():
+            signals.close()
         self.stores.close()
 
     def __enter__(self) -> "RagIndex":

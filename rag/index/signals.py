@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from rag.config import Settings
-from rag.index.ingest import embed_input
 from rag.corpus.words import image_words
 from rag.stores.signals import SignalPoint, SignalStore
 
@@ -37,6 +36,8 @@ def _doc_id(node: Any) -> str:
 
 def text_signal_points(nodes: Sequence[Any]) -> List[SignalPoint]:
     """Passages: BM25 reads the title and the passage, as the dense model does."""
+    from rag.index.ingest import embed_input  # ingest imports the index core, which imports this module
+
     return [SignalPoint(n.node_id, _doc_id(n), n.metadata, embed_input(n)) for n in nodes]
 
 
@@ -49,11 +50,16 @@ def image_signal_points(nodes: Sequence[Any], embed_texts: Callable[[List[str]],
 
 def add_signals(stores: Dict[str, SignalStore], text_nodes: Sequence[Any], image_nodes: Sequence[Any],
                 embed_texts: Callable[[List[str]], List[List[float]]]) -> None:
-    """Write the signals of newly embedded nodes."""
+    """Write the signals of newly embedded nodes (creating both stores on the first call)."""
+    points = image_signal_points(image_nodes, embed_texts) if image_nodes else []
     if text_nodes:
         stores["text"].add(text_signal_points(text_nodes))
-    if image_nodes:
-        stores["image"].add(image_signal_points(image_nodes, embed_texts))
+    if points:
+        stores["image"].add(points)
+    if not stores["image"].exists():  # so that an index with passages only so far counts as built
+        dim = len(text_nodes[0].embedding) if text_nodes and text_nodes[0].embedding else None
+        stores["image"].ensure(dim or len(embed_texts(["dimension probe"])[0]))
+    stores["text"].ensure()
 
 
 def upgrade_signals(index: Any, progress: Optional[Callable[[str, int], None]] = None) -> Dict[str, int]:
