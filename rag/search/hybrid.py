@@ -2,8 +2,8 @@
 
 For a text query: passages by ``dense`` and ``bm25``; images by ``clip`` (CLIP's text tower),
 ``words`` and ``words_bm25`` (the image's own words) and ``article`` (images of the articles
-whose passages rank best). For an image query: images by ``clip`` (the picture), and passages
-by ``article`` (passages of the articles of the best images). Each modality's legs are fused,
+whose passages rank best). For an image query: images by ``clip_image`` (the picture), and
+passages by ``article`` (passages of the articles of the best images). Both: all of these. Each modality's legs are fused,
 then the two rankings into one list (`rag.search.signals`); every hit carries the rank and
 score it had in each leg that found it.
 
@@ -15,6 +15,7 @@ own `Fusion.Rrf` gives the same numbers as `rag.search.fusion.rrf` (tests/test_f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
@@ -82,12 +83,13 @@ class HybridSearch:
             legs.update(store.query(text=query, limit=limit, flt=_edge_filter(filters)))
         return legs
 
-    def image_legs(self, query: str, text_vector: Optional[List[float]], clip_vector: Optional[List[float]],
-                   settings: FusionSettings, limit: int, filters: Optional[MetadataFilters],
-                   nodes: Dict[str, Any]) -> Dict[str, Leg]:
+    def image_legs(self, query: str, vectors: Dict[str, Any], settings: FusionSettings, limit: int,
+                   filters: Optional[MetadataFilters], nodes: Dict[str, Any]) -> Dict[str, Leg]:
         legs: Dict[str, Leg] = {}
-        if clip_vector is not None and "clip" in settings.signals:
-            legs["clip"] = self._dense("image", clip_vector, limit, filters, nodes)
+        text_vector = vectors.get("text")
+        for name, vector in (("clip", vectors.get("clip_text")), ("clip_image", vectors.get("clip_image"))):
+            if vector is not None and name in settings.signals:
+                legs[name] = self._dense("image", vector, limit, filters, nodes)
         store = self.signals.get("image")
         if store is not None and store.exists() and query:
             words = text_vector if "words" in settings.signals else None
@@ -126,16 +128,11 @@ class HybridSearch:
                filters: Optional[MetadataFilters], settings: FusionSettings, want_text: bool, want_images: bool,
                min_images: int = 0, limit: Optional[int] = None) -> List[Hit]:
         """The fused list for a query whose vectors are computed (see `Retriever.search`)."""
-        from rag.search.retriever import average_vectors, node_to_hit
+        from rag.search.retriever import node_to_hit
 
         depth = candidates_for(top_k, image_top_k)
         text_nodes: Dict[str, Any] = {}
         image_nodes: Dict[str, Any] = {}
-        clip = None
-        if "clip_text" in vectors and "clip_image" in vectors:
-            clip = average_vectors(vectors["clip_text"], vectors["clip_image"])
-        else:
-            clip = vectors.get("clip_image") or vectors.get("clip_text")
 
         text_ranked: List[Fused] = []
         if want_text and query:
@@ -143,10 +140,10 @@ class HybridSearch:
             text_ranked = fuse_modality(legs, settings)
         image_ranked: List[Fused] = []
         if want_images:
-            legs = self.image_legs(query, vectors.get("text"), clip, settings, depth, filters, image_nodes)
+            legs = self.image_legs(query, vectors, settings, depth, filters, image_nodes)
             if "article" in settings.signals and text_ranked:
                 legs["article"] = self.linked("image", text_ranked, text_nodes, filters, depth)
-            image_ranked = fuse_modality(legs, settings)
+            image_ranked = fuse_modality(legs, picture_weighted(settings, legs))
         if want_text and not query and image_ranked and "article" in settings.signals:
             # an image query: passages of the articles of the best images
             legs = {"article": self.linked("text", image_ranked, image_nodes, filters, depth)}
@@ -173,6 +170,20 @@ class HybridSearch:
             hit.signals = {name: dict(value) for name, value in item.signals.items()}
             hits.append(hit)
         return hits
+
+
+def picture_weighted(settings: FusionSettings, legs: Dict[str, Leg]) -> FusionSettings:
+    """For a query with words and a picture: the picture's leg weighs as much as all the words' legs.
+
+    Otherwise four legs that read the words (clip, words, words_bm25, article) outvote the one
+    that looks at the picture, however close the match.
+    """
+    if not legs.get("clip_image"):
+        return settings
+    worded = sum(settings.weights.get(name, 1.0) for name in legs if name != "clip_image" and legs[name])
+    if not worded:
+        return settings
+    return replace(settings, weights={**settings.weights, "clip_image": worded})
 
 
 def store_query(store: Any, vector: List[float], limit: int, filters: Optional[MetadataFilters]) -> Tuple[list, list]:

@@ -3,7 +3,8 @@
 Signals (the names a hit's `signals` uses):
 
 * passages: ``dense`` (the text model) and ``bm25`` (lexical, the engine's IDF);
-* images: ``clip`` (the query text or image against the picture), ``words`` (the image's own
+* images: ``clip`` (the query text against the picture, CLIP's text tower), ``clip_image``
+  (a query picture against the picture), ``words`` (the image's own
   words - title, caption, alt text, description, file name - embedded with the text model),
   ``words_bm25`` (the same words, lexical) and ``article`` (the image's article has passages
   that match: images ranked by the rank of their article's best passage).
@@ -24,7 +25,7 @@ from rag.corpus.words import article_key, image_words  # noqa: F401  (re-exporte
 from rag.search.fusion import Fused, Ranked, dbsf, rrf, with_minimums
 
 TEXT_SIGNALS = ("dense", "bm25")
-IMAGE_SIGNALS = ("clip", "words", "words_bm25", "article")
+IMAGE_SIGNALS = ("clip", "clip_image", "words", "words_bm25", "article")
 SIGNALS = TEXT_SIGNALS + IMAGE_SIGNALS
 
 
@@ -35,7 +36,8 @@ class FusionSettings:
     method: str = "dbsf"  # "dbsf" (weighted, client-side) or "rrf"
     k: int = 2  # RRF's k (Qdrant's default is 2; at 60 its weights barely act)
     weights: Mapping[str, float] = field(default_factory=lambda: {
-        "dense": 1.0, "bm25": 0.5, "clip": 0.5, "words": 1.0, "words_bm25": 0.5, "article": 1.0})
+        "dense": 1.0, "bm25": 0.5, "clip": 0.5, "clip_image": 1.0, "words": 1.0, "words_bm25": 0.5,
+        "article": 1.0})
     image_weight: float = 0.8  # the image ranking against the passage ranking
     signals: Tuple[str, ...] = SIGNALS  # the signals in use
     mmr: Optional[float] = None  # MMR lambda for the passages' dense signal (None: off)
