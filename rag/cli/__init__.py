@@ -23,7 +23,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("ingest", "search", "info", "fetch", "ask", "demo", "migrate"):
+    for name in ("ingest", "search", "info", "fetch", "ask", "demo", "migrate", "eval"):
         try:
             module = importlib.import_module(f"rag.cli.{name}")
         except ModuleNotFoundError as exc:
