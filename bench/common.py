@@ -359,12 +359,5 @@ def stock_clip_class() -> Any:
 
 
 def settings_with(settings: Any, **extra: Any) -> Any:
-    """Settings with fields the config may not have yet (e.g. `precision`, `torch_threads`)."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(settings)}
-    settings = dataclasses.replace(settings, **{k: v for k, v in extra.items() if k in known})
-    for key, value in extra.items():
-        if key not in known:
-            object.__setattr__(settings, key, value)  # read with getattr(settings, key, default)
-    return settings
+    """Settings with some fields overridden (every field is declared in rag.config)."""
+    return settings.with_overrides(**extra)

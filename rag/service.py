@@ -52,6 +52,7 @@ class RagService:
 
             index = RagIndex(self.settings, **index_options)
         self.index = index
+        self.settings = index.settings  # models not set explicitly come from the index itself
         self._llm = llm
         self._retriever: Any = None
         self._engines: Dict[Any, Any] = {}

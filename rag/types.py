@@ -8,7 +8,7 @@ This module imports nothing from the rest of the package.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Literal, Mapping, Optional
+from typing import Any, Dict, List, Literal, Mapping, Optional, Type, TypeVar
 
 Modality = Literal["text", "image"]
 MODALITIES = ("text", "image")
@@ -20,8 +20,24 @@ def _known(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+V = TypeVar("V", bound="_Plain")
+
+
+class _Plain:
+    """`to_dict()` and `from_dict()` for a dataclass whose fields are all JSON-ready."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: Type[V], data: Mapping[str, Any]) -> V:
+        """The value back from `to_dict()` output (unknown keys are ignored)."""
+        return cls(**_known(cls, data))
+
+
 @dataclass
-class Hit:
+class Hit(_Plain):
     """One retrieved passage or image.
 
     `source` is what a person would cite: the article URL when known, else the file path.
@@ -52,10 +68,6 @@ class Hit:
             data.pop("n")
         return data
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Hit":
-        return cls(**_known(cls, data))
-
     def numbered(self, n: int) -> "Hit":
         """A copy carrying citation number `n`."""
         return Hit(**{**asdict(self), "n": n})
@@ -69,7 +81,7 @@ class Hit:
 
 
 @dataclass
-class SearchRequest:
+class SearchRequest(_Plain):
     """A query: text, an image (a path on the machine that runs the search), or both."""
 
     query: str = ""
@@ -77,13 +89,6 @@ class SearchRequest:
     top_k: int = 5
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchRequest":
-        return cls(**_known(cls, data))
 
 
 @dataclass
@@ -101,7 +106,7 @@ class SearchResult:
 
 
 @dataclass
-class AskRequest:
+class AskRequest(_Plain):
     """A question for the query engine, with the search options used to find its sources."""
 
     question: str = ""
@@ -110,16 +115,9 @@ class AskRequest:
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AskRequest":
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class IngestReport:
+class IngestReport(_Plain):
     """What one ingest did; `ok` is False when any file was skipped."""
 
     text_nodes: int = 0
@@ -142,6 +140,64 @@ class IngestReport:
         data["ok"] = self.ok
         return data
 
+
+# Keys every numbered source carries in an answer's JSON, even when empty; other Hit fields
+# (file, metadata, signals) appear only when set.
+_SOURCE_KEYS = ("n", "modality", "source", "title", "url", "text", "score", "node_id", "image_path")
+
+
+def _source_dict(hit: Hit) -> Dict[str, Any]:
+    return {k: v for k, v in hit.to_dict().items() if k in _SOURCE_KEYS or v not in (None, {}, [])}
+
+
+@dataclass
+class Answer:
+    """The result of a question: answer text (None without an LLM), numbered sources, citations.
+
+    `sources` and `cited` are Hits carrying their citation number `n`. Without an LLM,
+    `prompt` is the prompt that would be sent, as text, and `prompt_parts` the same prompt as
+    parts: `{"text": ...}` or `{"image": path, "n": n}` (no `n`: the question's own image).
+    """
+
+    question: str
+    answer: Optional[str]
+    sources: List[Hit] = field(default_factory=list)
+    cited: List[Hit] = field(default_factory=list)
+    unknown_citations: List[int] = field(default_factory=list)
+    prompt: Optional[str] = None
+    prompt_parts: List[Dict[str, Any]] = field(default_factory=list)
+    image: Optional[str] = None  # the image given with the question
+    llm: Optional[Dict[str, Any]] = None  # backend, model, base_url, vision
+    vision: bool = False  # whether pixels were sent
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict (what `rag ask --json` prints); `prompt` keys only without an LLM."""
+        data: Dict[str, Any] = {
+            "question": self.question,
+            "image": self.image,
+            "answer": self.answer,
+            "sources": [_source_dict(s) for s in self.sources],
+            "cited": [_source_dict(s) for s in self.cited],
+            "unknown_citations": list(self.unknown_citations),
+            "llm": self.llm,
+            "vision": self.vision,
+            "notes": list(self.notes),
+        }
+        if self.prompt is not None:
+            data["prompt"] = self.prompt
+        if self.prompt_parts:
+            data["prompt_parts"] = [dict(p) for p in self.prompt_parts]
+        return data
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "IngestReport":
-        return cls(**_known(cls, data))
+    def from_dict(cls, data: Mapping[str, Any]) -> "Answer":
+        values = _known(cls, data)
+        values.setdefault("question", "")
+        values.setdefault("answer", None)
+        for key in ("sources", "cited"):
+            values[key] = [Hit.from_dict(h) for h in data.get(key) or []]
+        return cls(**values)
+
+    def __str__(self) -> str:
+        return self.answer if self.answer is not None else (self.prompt or "")

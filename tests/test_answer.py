@@ -16,20 +16,13 @@ from PIL import Image
 from rag.answer import engine as answer_mod
 from rag.answer import llms
 from conftest import FakeRetriever
-from rag.answer.engine import (
-    Answer,
-    ImageUnusable,
-    RagQueryEngine,
-    Source,
-    build_prompt,
-    citation_numbers,
-    encode_image,
-    number_sources,
-    parse_citations,
-)
+from rag.answer.citations import citation_numbers, number_sources, parse_citations
+from rag.answer.engine import RagQueryEngine
+from rag.answer.prompt import build_prompt
 from rag.config import Settings
 from rag.errors import RagError
-from rag.types import Hit
+from rag.media.encode import ImageUnusable, encode_image
+from rag.types import Answer, Hit
 from rag.answer.llms import LLMConfigError, is_vision_model, resolve_llm
 
 WIKI = "https://en.wikipedia.org/wiki/Eiffel_Tower"
@@ -207,7 +200,7 @@ def test_parse_citations_maps_numbers_to_sources(hits):
 
 
 def test_answer_to_dict():
-    src = [Source(1, "text", "s", title="T", text="p"), Source(2, "image", "u", image_path="x.jpg")]
+    src = [Hit("text", None, None, "s", title="T", text="p", n=1), Hit("image", None, None, "u", image_path="x.jpg", n=2)]
     a = Answer(question="q", answer="yes [2]", sources=src, cited=[src[1]])
     data = a.to_dict()
     assert data["answer"] == "yes [2]"
@@ -281,7 +274,6 @@ def test_resolve_llm_defaults_and_errors():
     assert spec.vision is True and not spec.may_fall_back_to_captions
 
     cases = [
-        (dict(llm="gpt"), "Unknown RAG_LLM 'gpt': expected one of none, openai, openai-like, ollama."),
         (dict(llm="openai"), "RAG_LLM=openai needs an API key: set OPENAI_API_KEY or RAG_LLM_API_KEY."),
         (dict(llm="openai-like"),
          "RAG_LLM=openai-like needs RAG_LLM_BASE_URL, the server's OpenAI-compatible address "
@@ -290,9 +282,8 @@ def test_resolve_llm_defaults_and_errors():
         (dict(llm="openai-like", llm_base_url="http://h/v1"),
          "RAG_LLM=openai-like needs RAG_LLM_MODEL, the name of a model the server serves "
          "(GET <base_url>/models lists them)."),
-        (dict(llm="ollama", llm_vision="maybe"), "RAG_LLM_VISION must be auto, true or false, got 'maybe'"),
-        (dict(llm="ollama", llm_timeout="soon"), "RAG_LLM_TIMEOUT must be a number, got 'soon'"),
     ]
+    # Wrong types and unknown choices are refused by Settings itself: tests/test_config.py.
     for kw, message in cases:
         with pytest.raises(LLMConfigError) as info:
             resolve_llm(Settings(**kw), environ={})
@@ -380,3 +371,175 @@ def test_cli_help():
     for word in ("QUESTION", "--image", "--top-k", "--image-top-k", "--json", "--no-stream",
                  "RAG_LLM", "openai-like", "rag ask"):
         assert word in result.output
+
+
+# --------------------------------------------------------------------------- the attempt loop, all four drivers
+
+
+class Refused(Exception):
+    """What an OpenAI-compatible client raises when a text-only model gets images."""
+
+    status_code = 400
+
+    def __str__(self) -> str:
+        return "image_url is only supported by certain models"
+
+
+class FakeLLM:
+    """A chat LLM that records the messages it gets; refuses images when told to."""
+
+    def __init__(self, reply="Built in 1889 [1].", refuse_images=False, fail_after_first_delta=False):
+        self.reply = reply
+        self.refuse_images = refuse_images
+        self.fail_after_first_delta = fail_after_first_delta
+        self.calls: list[list] = []
+
+    def _check(self, messages):
+        self.calls.append(messages)
+        if self.refuse_images and self.images(messages):
+            raise Refused()
+
+    @staticmethod
+    def images(messages) -> int:
+        return sum(type(b).__name__ == "ImageBlock" for m in messages for b in m.blocks)
+
+    def _chunks(self):
+        from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+
+        for i, word in enumerate(self.reply.split(" ")):
+            if i == 1 and self.fail_after_first_delta:
+                raise Refused()
+            yield ChatResponse(message=ChatMessage(role="assistant", content=""), delta=word if i == 0 else " " + word)
+
+    def chat(self, messages):
+        from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+
+        self._check(messages)
+        return ChatResponse(message=ChatMessage(role="assistant", content=self.reply))
+
+    def stream_chat(self, messages):
+        self._check(messages)
+        return self._chunks()
+
+    async def achat(self, messages):
+        return self.chat(messages)
+
+    async def astream_chat(self, messages):
+        self._check(messages)
+
+        async def gen():
+            for chunk in self._chunks():
+                yield chunk
+
+        return gen()
+
+
+def _ask_sync(engine):
+    return engine.ask("When?")
+
+
+def _ask_stream(engine):
+    stream = engine.stream("When?")
+    text = "".join(stream)
+    assert text == stream.answer.answer
+    return stream.answer
+
+
+def _ask_async(engine):
+    import asyncio
+
+    return asyncio.run(engine.aask("When?"))
+
+
+def _ask_async_stream(engine):
+    import asyncio
+
+    async def run():
+        response = await engine.aquery("When?")
+        text = "".join([d async for d in response.async_response_gen()])
+        return text, response.metadata
+
+    text, metadata = asyncio.run(run())
+    answer = Answer.from_dict(metadata)
+    assert answer.answer == text
+    return answer
+
+
+DRIVERS = {"ask": _ask_sync, "stream": _ask_stream, "aask": _ask_async, "astream": _ask_async_stream}
+
+
+@pytest.mark.parametrize("driver", sorted(DRIVERS))
+def test_every_driver_falls_back_to_captions_when_images_are_refused(hits, driver):
+    llm = FakeLLM(refuse_images=True)
+    engine = RagQueryEngine(FakeRetriever(hits), llm, vision=True, fallback_to_captions=True,
+                            streaming=driver == "astream")
+    answer = DRIVERS[driver](engine)
+    assert [FakeLLM.images(m) for m in llm.calls] == [1, 0]
+    assert answer.answer == "Built in 1889 [1]."
+    assert [s.n for s in answer.cited] == [1]
+    assert answer.vision is False
+    assert len(answer.notes) == 1 and "refused the images (HTTP 400: image_url is only supported" in answer.notes[0]
+
+
+@pytest.mark.parametrize("driver", sorted(DRIVERS))
+def test_every_driver_answers_on_the_first_attempt(hits, driver):
+    llm = FakeLLM()
+    engine = RagQueryEngine(FakeRetriever(hits), llm, vision=True, streaming=driver == "astream")
+    answer = DRIVERS[driver](engine)
+    assert [FakeLLM.images(m) for m in llm.calls] == [1]
+    assert answer.answer == "Built in 1889 [1]." and answer.vision is True and answer.notes == []
+
+
+@pytest.mark.parametrize("driver", ["stream", "astream"])
+def test_no_second_attempt_once_text_was_streamed(hits, driver):
+    llm = FakeLLM(refuse_images=False, fail_after_first_delta=True)
+    engine = RagQueryEngine(FakeRetriever(hits), llm, vision=True, fallback_to_captions=True,
+                            streaming=driver == "astream")
+    with pytest.raises(llms.ImagesRefusedError, match="refused the images"):
+        DRIVERS[driver](engine)
+    assert len(llm.calls) == 1
+
+
+# --------------------------------------------------------------------------- RAG_MAX_IMAGE_PIXELS
+
+
+def test_max_image_pixels_setting_limits_the_images_the_engine_sends(hits, images, monkeypatch):
+    llm = FakeLLM()
+    monkeypatch.setattr(answer_mod, "build_llm", lambda spec: llm)
+    settings = Settings(llm="ollama", llm_model="llava:7b", max_image_pixels=500_000)  # big.jpg: 1600x400
+    engine = RagQueryEngine.from_settings(settings, FakeRetriever(hits))
+    assert engine.max_image_pixels == 500_000
+    answer = engine.ask("When?", image=images["small"])
+    assert FakeLLM.images(llm.calls[-1]) == 1  # the question image only
+    assert answer.notes == [
+        f"Image {images['big']} has 1600x400 pixels, above the limit of 500000 (RAG_MAX_IMAGE_PIXELS). "
+        "It was left out of the prompt."
+    ]
+
+    engine = RagQueryEngine.from_settings(Settings(llm="ollama", llm_model="llava:7b"), FakeRetriever(hits))
+    answer = engine.ask("When?", image=images["small"])
+    assert FakeLLM.images(llm.calls[-1]) == 2 and answer.notes == []
+
+
+# --------------------------------------------------------------------------- structured prompt, Answer round trip
+
+
+def test_prompt_parts_are_the_rendered_prompt_in_pieces(hits, images):
+    prompt = build_prompt("When?", number_sources(hits), question_image=images["small"])
+    parts = prompt.to_parts()
+    assert [p for p in parts if "image" in p] == [{"image": str(images["big"]), "n": 2}, {"image": str(images["small"])}]
+    assert parts[0]["text"].startswith("### system\nYou answer questions")
+    rebuilt = "".join(p["text"] if "text" in p else f"<{'image [2]' if 'n' in p else 'question image'}: {p['image']}>\n"
+                      for p in parts)
+    assert rebuilt == prompt.render()
+
+
+def test_answer_round_trips_through_its_dict(hits, images):
+    engine = RagQueryEngine(FakeRetriever(hits))
+    answer = engine.ask("When?", image=images["small"])
+    data = answer.to_dict()
+    assert data["prompt_parts"] == build_prompt("When?", answer.sources, question_image=images["small"]).to_parts()
+    back = Answer.from_dict(json.loads(json.dumps(data)))
+    assert back.to_dict() == data
+    assert [(s.n, s.node_id) for s in back.sources] == [(1, "t1"), (2, "i1"), (3, "t2")]
+    assert str(back) == answer.prompt

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from rag.display import html as display
-from rag.answer.engine import Answer, Source
 from rag.display.html import (
     MAX_THUMB_BYTES,
     answer_view,
@@ -27,7 +26,7 @@ from rag.display.html import (
     query_terms,
     thumbnail,
 )
-from rag.types import Hit
+from rag.types import Answer, Hit
 
 DATA_URL = re.compile(r'src="(data:image/(?:jpeg|png);base64,[A-Za-z0-9+/=]+)"')
 
@@ -167,6 +166,17 @@ def test_thumbnail_side_is_clamped_and_size_capped(photos):
     assert max(tiny.width, tiny.height) == display.MIN_THUMB_SIDE
 
 
+def test_a_transparent_image_too_large_as_png_is_flattened_to_jpeg(tmp_path):
+    noise = Image.effect_noise((600, 600), 20)
+    path = tmp_path / "noisy.png"
+    Image.merge("RGBA", [noise, noise, noise, Image.new("L", (600, 600), 128)]).save(path)
+    thumb = thumbnail(path, side=512)
+    assert (thumb.mime, thumb.width, thumb.height) == ("image/jpeg", 512, 512)
+    assert len(base64.b64decode(thumb.b64)) <= MAX_THUMB_BYTES
+    small = thumbnail(path, side=64)  # small enough to stay a PNG with its transparency
+    assert small.mime == "image/png" and decode(small.data_url).mode == "RGBA"
+
+
 def test_grid_limits_the_number_of_images(photos):
     hits = [image_hit(photos["small"], node_id=f"i{i}") for i in range(30)]
     view = image_grid(hits, max_images=5)
@@ -188,7 +198,7 @@ def test_grid_accepts_paths_pairs_sources_nodes_and_dicts(photos):
     items = [
         photos["small"],
         (photos["small"], "a <pair>"),
-        Source(n=3, modality="image", source="s", title="Source title", image_path=str(photos["small"]), score=0.7),
+        Hit("image", 0.7, "s3", "s", title="Source title", image_path=str(photos["small"]), n=3),
         NodeWithScore(node=node, score=0.25),
         {"modality": "image", "title": "Dict title", "image_path": str(photos["small"])},
         text_hit("ignored: not an image"),
@@ -216,13 +226,13 @@ def test_hits_view_shows_passages_then_images(photos):
 
 
 @pytest.fixture
-def sources(photos) -> list[Source]:
+def sources(photos) -> list[Hit]:
     url = "https://en.wikipedia.org/wiki/Eiffel_Tower"
     return [
-        Source(1, "text", url, title="Eiffel Tower", url=url, text="Finished in 1889 for the <World's> Fair.", score=0.9),
-        Source(2, "text", "notes.md", title="Notes", text="Local notes.", score=0.8),
-        Source(3, "image", url, title="Eiffel Tower", url=url, text="The tower at night", image_path=str(photos["big"]),
-               score=0.3),
+        Hit("text", 0.9, "t1", url, title="Eiffel Tower", url=url, text="Finished in 1889 for the <World's> Fair.", n=1),
+        Hit("text", 0.8, "t2", "notes.md", title="Notes", text="Local notes.", n=2),
+        Hit("image", 0.3, "i3", url, title="Eiffel Tower", url=url, text="The tower at night", image_path=str(photos["big"]),
+            n=3),
     ]
 
 
@@ -246,10 +256,41 @@ def test_answer_links_citations_and_shows_thumbnails(sources, photos):
     assert str(answer_view(answer.to_dict())) == html  # the dict form renders the same
 
 
+def _anchor(html: str) -> str:
+    return re.search(r'id="(rag-src-[0-9a-f]{8})-1"', html).group(1)
+
+
+def test_answer_links_source_n_citations_like_the_engine(sources):
+    from rag.answer.citations import parse_citations
+
+    text = "Local notes say so [source 2]."
+    cited, unknown = parse_citations(text, sources)
+    html = str(answer_view(Answer(question="q", answer=text, sources=sources, cited=cited)))
+    assert [s.n for s in cited] == [2] and unknown == []
+    assert f'so [<a href="#{_anchor(html)}-2">2</a>].' in html and "[source 2]" not in html
+
+
+def test_answer_links_ranges_like_the_engine(sources):
+    from rag.answer.citations import parse_citations
+
+    text = "All three agree [1-3]."
+    cited, unknown = parse_citations(text, sources)
+    html = str(answer_view(Answer(question="q", answer=text, sources=sources, cited=cited)))
+    assert [s.n for s in cited] == [1, 2, 3] and unknown == []
+    a = _anchor(html)
+    assert f'agree [<a href="#{a}-1">1</a>, <a href="#{a}-2">2</a>, <a href="#{a}-3">3</a>].' in html
+    assert "(not cited)" not in html
+
+
+def test_a_citation_naming_an_unknown_source_stays_text(sources):
+    html = str(answer_view(Answer(question="q", answer="See [2-4] and [source 9].", sources=sources)))
+    assert "See [2-4] and [source 9]." in html and 'href="#rag-src-' not in html
+
+
 def test_answer_view_takes_responses_and_streams(sources):
     from llama_index.core.base.response.schema import Response
 
-    from rag.answer.engine import AnswerStream
+    from rag.answer.attempts import AnswerStream
 
     answer = Answer(question="q", answer="See [2].", sources=sources, cited=[sources[1]])
     html = str(answer_view(answer))
@@ -261,11 +302,11 @@ def test_answer_view_takes_responses_and_streams(sources):
 
 
 def test_answer_without_llm_shows_the_prompt_with_images(sources, photos):
-    from rag.answer.engine import build_prompt
+    from rag.answer.prompt import build_prompt
 
-    prompt = build_prompt("What is <this>?", sources, question_image=photos["small"]).render()
-    answer = Answer(question="What is <this>?", answer=None, sources=sources, prompt=prompt,
-                    image=str(photos["small"]))
+    prompt = build_prompt("What is <this>?", sources, question_image=photos["small"])
+    answer = Answer(question="What is <this>?", answer=None, sources=sources, prompt=prompt.render(),
+                    prompt_parts=prompt.to_parts(), image=str(photos["small"]))
     html = str(answer_view(answer))
     assert "No LLM was called (RAG_LLM=none)" in html
     assert "&lt;image [3]&gt;" in html and "&lt;question image&gt;" in html
@@ -275,8 +316,17 @@ def test_answer_without_llm_shows_the_prompt_with_images(sources, photos):
     assert "(not cited)" not in html
 
 
+def test_prompt_view_draws_only_image_parts_as_images(photos):
+    # A passage that contains placeholder-like text stays text: images come from the parts only.
+    parts = [{"text": f"A passage quoting <image [1]: {photos['small']}>\n"}, {"image": str(photos["small"]), "n": 2}]
+    html = str(prompt_view(parts))
+    assert len(DATA_URL.findall(html)) == 1 and "&lt;image [2]&gt;" in html
+    assert f"A passage quoting &lt;image [1]: {photos['small']}&gt;" in html
+    assert repr(prompt_view(parts)) == "<HtmlView: prompt with 1 images>"
+
+
 def test_prompt_view_leaves_unknown_markup_escaped():
-    html = str(prompt_view("A <b>passage</b>\n<image [2]: /nowhere.png>\n"))
+    html = str(prompt_view([{"text": "A <b>passage</b>\n"}, {"image": "/nowhere.png", "n": 2}]))
     assert "A &lt;b&gt;passage&lt;/b&gt;" in html and "image unavailable" in html
 
 

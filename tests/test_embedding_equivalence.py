@@ -306,34 +306,3 @@ def test_a_passages_only_search_does_not_load_clip(settings, shared_embeddings, 
         hits = Retriever(index).search("the cat", image_top_k=0)
         assert hits and all(h.modality == "text" for h in hits)
         assert index._image_embedding is None
-
-
-def test_search_asks_the_stores_whether_they_are_empty_without_counting(open_test_index, corpus):
-    """An exact count visits every point (milliseconds per 100k); search only needs 'any points?'."""
-    from rag.index.ingest import ingest
-    from rag.search.retriever import Retriever, has_points
-
-    index = open_test_index()
-    assert not has_points(index.stores.text) and not has_points(index.stores.image)
-    ingest(index, [corpus], progress=False)
-    assert has_points(index.stores.text) and has_points(index.stores.image)
-
-    def no_counting():
-        raise AssertionError("search must not count every point")
-
-    index.counts = no_counting
-    hits = Retriever(index).search("the cat", top_k=2, image_top_k=1)
-    assert [h.modality for h in hits] == ["text", "text", "image"]
-
-
-def test_has_points_falls_back_to_counting_for_stores_without_stats():
-    from rag.search.retriever import has_points
-
-    class Counted:
-        def __init__(self, n):
-            self.n = n
-
-        def count(self):
-            return self.n
-
-    assert has_points(Counted(3)) and not has_points(Counted(0))

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
+from rag.config import Settings, default
 from rag.errors import RagError
 
-BACKENDS = ("none", "openai", "openai-like", "ollama")
 DEFAULT_MODELS = {"openai": "gpt-4o-mini", "ollama": "qwen2.5vl"}
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "ollama": "http://localhost:11434"}
 # backend -> (pip package, extra of this project)
@@ -31,9 +31,10 @@ EXTRAS = {
     "openai-like": ("llama-index-llms-openai-like", "openai-like"),
     "ollama": ("llama-index-llms-ollama", "ollama"),
 }
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 2
-DEFAULT_MAX_IMAGE_SIDE = 768
+# The defaults of the settings themselves live in rag.config's table, once.
+DEFAULT_TIMEOUT = float(default("llm_timeout"))
+DEFAULT_MAX_RETRIES = int(default("llm_max_retries"))
+DEFAULT_MAX_IMAGE_SIDE = int(default("llm_max_image_side"))
 # Ollama: the context to allocate (num_ctx). Left unset, the integration asks /api/show and
 # allocates the model's full window (128k for many), which can exhaust memory. Five passages
 # and a few 768-px images fit well within this.
@@ -82,40 +83,6 @@ class LLMServerError(LLMError):
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def setting(settings: Any, name: str, default: Any) -> Any:
-    """A settings field, with `default` when it is unset or empty."""
-    value = getattr(settings, name, None)
-    return default if value is None or value == "" else value
-
-
-def _as_float(name: str, value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise LLMConfigError(f"RAG_{name.upper()} must be a number, got {value!r}") from None
-    if out <= 0:
-        raise LLMConfigError(f"RAG_{name.upper()} must be above 0, got {value!r}")
-    return out
-
-
-def _as_int(name: str, value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise LLMConfigError(f"RAG_{name.upper()} must be an integer, got {value!r}") from None
-
-
-def _vision_setting(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text in ("auto", ""):
-        return "auto"
-    if text in ("1", "true", "yes", "on"):
-        return "true"
-    if text in ("0", "false", "no", "off"):
-        return "false"
-    raise LLMConfigError(f"RAG_LLM_VISION must be auto, true or false, got {value!r}")
 
 
 # Vision-capable model families, matched on the model name (lower case, any provider prefix).
@@ -195,25 +162,16 @@ class LLMSpec:
         }
 
 
-def resolve_llm(settings: Any, environ: Optional[Mapping[str, str]] = None) -> LLMSpec:
-    """Check the RAG_LLM* settings and resolve defaults. Pure: imports nothing, calls nothing.
+def resolve_llm(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> LLMSpec:
+    """Resolve the RAG_LLM* settings (already checked by `Settings`) to a spec with defaults. Pure.
 
     `environ` is consulted only for OPENAI_API_KEY (RAG_LLM=openai without RAG_LLM_API_KEY).
     """
-    backend = str(setting(settings, "llm", "none")).strip().lower()
-    if backend not in BACKENDS:
-        raise LLMConfigError(
-            f"Unknown RAG_LLM {backend!r}: expected one of {', '.join(BACKENDS)}."
-        )
-    vision_setting = _vision_setting(setting(settings, "llm_vision", "auto"))
-    timeout = _as_float("llm_timeout", setting(settings, "llm_timeout", DEFAULT_TIMEOUT))
-    max_retries = max(0, _as_int("llm_max_retries", setting(settings, "llm_max_retries", DEFAULT_MAX_RETRIES)))
-    max_side = _as_int(
-        "llm_max_image_side", setting(settings, "llm_max_image_side", DEFAULT_MAX_IMAGE_SIDE)
-    )
-    model = setting(settings, "llm_model", None) or DEFAULT_MODELS.get(backend)
-    base_url = setting(settings, "llm_base_url", None) or DEFAULT_BASE_URLS.get(backend)
-    api_key = setting(settings, "llm_api_key", None)
+    backend = settings.llm  # Settings checked the choices, types and ranges
+    vision_setting = settings.llm_vision
+    model = settings.llm_model or DEFAULT_MODELS.get(backend)
+    base_url = settings.llm_base_url or DEFAULT_BASE_URLS.get(backend)
+    api_key = settings.llm_api_key
 
     if backend == "openai" and not api_key:
         env = os.environ if environ is None else environ
@@ -250,9 +208,9 @@ def resolve_llm(settings: Any, environ: Optional[Mapping[str, str]] = None) -> L
         base_url=base_url,
         vision=vision,
         vision_setting=vision_setting,
-        timeout=timeout,
-        max_retries=max_retries,
-        max_image_side=max_side,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+        max_image_side=settings.llm_max_image_side,
         api_key=api_key,
     )
 

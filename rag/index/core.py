@@ -1,94 +1,34 @@
 """The index: two Qdrant collections, the two embedding models (loaded lazily), and the ledger.
 
-The ledger (`<storage>/ledger.json`) remembers, for every ingested file, the hash of its
-bytes and the id of its document, so re-ingesting an unchanged file embeds nothing and a
-changed one replaces its nodes. It also records which models built the index, so that
-opening it with other models fails with a clear message instead of mixing vector spaces.
+The ledger (`rag.index.ledger`) knows the files indexed so far and the models that built the
+index; opening an index settles which models to use from it (see `settle_models`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import BaseNode
 
 from rag.config import Settings
-from rag.errors import StorageError
 from rag.index.signals import add_signals, open_signal_stores
-from rag.stores.factory import StorePair, count_points, open_stores
+from rag.index.ledger import LEDGER_NAME, MODEL_FIELDS, FileEntry, Ledger, settle_models
+from rag.stores.base import Collection
+from rag.stores.factory import StorePair, open_stores
 
-LEDGER_NAME = "ledger.json"
-LEDGER_VERSION = 1
-
-
-@dataclass
-class FileEntry:
-    """What the index holds for one source file."""
-
-    sha256: str
-    doc_id: str
-    modality: str
-    nodes: int
-    indexed_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class Ledger:
-    """Files indexed so far and the models that embedded them; saved atomically."""
-
-    path: Path
-    files: Dict[str, FileEntry] = field(default_factory=dict)
-    models: Dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> "Ledger":
-        if not path.is_file():
-            return cls(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StorageError(f"{path}: the ledger cannot be read ({exc}); re-ingest into a new RAG_STORAGE") from None
-        files = {name: FileEntry(**entry) for name, entry in data.get("files", {}).items()}
-        return cls(path, files, dict(data.get("models", {})))
-
-    def save(self) -> None:
-        payload = {
-            "version": LEDGER_VERSION,
-            "models": self.models,
-            "files": {name: entry.__dict__ for name, entry in sorted(self.files.items())},
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-
-
-def check_models(ledger: Ledger, settings: Settings) -> None:
-    """Refuse to mix vector spaces: the index remembers which models embedded it."""
-    wanted = {"text": settings.text_model, "image": settings.image_model}
-    for kind, name in wanted.items():
-        recorded = ledger.models.get(kind)
-        if recorded and recorded != name:
-            env = "RAG_TEXT_MODEL" if kind == "text" else "RAG_IMAGE_MODEL"
-            raise StorageError(
-                f"the index in {settings.storage} was built with the {kind} model {recorded!r}, "
-                f"but {env} is {name!r}. Use the same model, or another RAG_STORAGE for a new index."
-            )
+__all__ = ["FileEntry", "Ledger", "RagIndex", "open_index", "settle_models"]
 
 
 class RagIndex:
-    """Both collections and both models; models load on first use, never at open."""
+    """Both collections and both models; models load on first use, never at open.
+
+    Models not set explicitly are the ones recorded in the index. ``check_models=False``
+    opens an index whatever models are configured, using the recorded ones (for reading
+    what it holds, as `rag info` does).
+    """
 
     def __init__(
         self,
@@ -96,12 +36,12 @@ class RagIndex:
         text_embedding: Optional[BaseEmbedding] = None,
         image_embedding: Optional[MultiModalEmbedding] = None,
         stores: Optional[StorePair] = None,
+        check_models: bool = True,
     ) -> None:
-        self.settings = settings
         self.ledger = Ledger.load(Path(settings.storage) / LEDGER_NAME)
-        check_models(self.ledger, settings)
-        self.stores = stores or open_stores(settings)
-        self.signals: Dict[str, Any] = {} if settings.uses_server else open_signal_stores(settings)
+        self.settings = settle_models(self.ledger, settings, strict=check_models)
+        self.stores = stores or open_stores(self.settings)
+        self.signals: Dict[str, Any] = {} if self.settings.uses_server else open_signal_stores(self.settings)
         self._text_embedding = text_embedding
         self._image_embedding = image_embedding
 
@@ -123,9 +63,17 @@ class RagIndex:
         return self._image_embedding
 
     # -- collections -----------------------------------------------------------------
+    def collection(self, kind: str) -> Collection:
+        """The `text` or `image` collection."""
+        return {"text": self.stores.text, "image": self.stores.image}[kind]
+
     def counts(self) -> Dict[str, int]:
-        """Points in each collection."""
-        return {"text": count_points(self.stores.text), "image": count_points(self.stores.image)}
+        """Points in each collection (exact)."""
+        return {"text": self.stores.text.count(), "image": self.stores.image.count()}
+
+    def has_points(self, kind: str) -> bool:
+        """Does the `text` or `image` collection hold any point? (cheap: no count)"""
+        return self.collection(kind).has_points()
 
     def add(self, text_nodes: Sequence[BaseNode], image_nodes: Sequence[BaseNode]) -> None:
         """Write already embedded nodes to their collections, and their signals beside them."""
@@ -141,33 +89,30 @@ class RagIndex:
         """Was this index built before the lexical and caption signals (`rag migrate --signals` adds them)?"""
         if not self.signals or all(store.exists() for store in self.signals.values()):
             return False
-        return any(self.counts().values())
+        return any(self.has_points(kind) for kind in ("text", "image"))
 
     def delete_documents(self, doc_ids: Iterable[str]) -> None:
         """Delete documents from both collections (the stock index forgets the image one)."""
         doc_ids = list(doc_ids)
         for store in (self.stores.text, self.stores.image):
-            if doc_ids and count_points(store):  # a collection not created yet has nothing to delete
+            if doc_ids and store.has_points():  # a collection not created yet has nothing to delete
                 for doc_id in doc_ids:
                     store.delete(doc_id)
         for signals in self.signals.values():
             signals.delete_documents(doc_ids)
 
     def build_search_graphs(self) -> bool:
-        """Index new points of embedded (qdrant-edge) collections in their HNSW graphs.
+        """Index new points in the collections' search graphs (qdrant-edge builds HNSW now).
 
         Servers index in the background on their own; returns True when anything was built.
         """
-        built = False
-        for store in (self.stores.text, self.stores.image):
-            if hasattr(store, "optimize"):
-                built = store.optimize() or built
-        for signals in self.signals.values():
-            built = signals.optimize() or built
-        return built
+        built = [store.build_search_graph() for store in (self.stores.text, self.stores.image)]
+        built += [signals.optimize() for signals in self.signals.values()]
+        return any(built)
 
     def remember_models(self) -> None:
-        self.ledger.models = {"text": self.settings.text_model, "image": self.settings.image_model}
+        """Record the models of these settings in the ledger (saved with it)."""
+        self.ledger.models = {kind: getattr(self.settings, name) for kind, name in MODEL_FIELDS.items()}
 
     def as_llama_index(self) -> Any:
         """The same collections as a LlamaIndex `MultiModalVectorStoreIndex` (loads both models)."""
@@ -181,24 +126,19 @@ class RagIndex:
         )
 
     def info(self) -> Dict[str, Any]:
-        """Collections, point counts (and unindexed points), models and storage location."""
-        counts = self.counts()
-        collections = {
-            "text": {"name": self.settings.text_collection, "points": counts["text"]},
-            "image": {"name": self.settings.image_collection, "points": counts["image"]},
-        }
-        for kind, store in (("text", self.stores.text), ("image", self.stores.image)):
-            if hasattr(store, "unindexed"):  # qdrant-edge: points its HNSW graph does not hold yet
-                collections[kind]["unindexed"] = store.unindexed()
+        """Collections, point counts, unindexed points, models and storage location (loads no model)."""
+        collections = {}
+        for kind, name in (("text", self.settings.text_collection), ("image", self.settings.image_collection)):
+            store = self.collection(kind)
+            # unindexed: points the search graph does not hold yet (scanned exactly by every query)
+            collections[kind] = {"name": name, "points": store.count(), "unindexed": store.unindexed()}
         return {
             "storage": str(Path(self.settings.storage).resolve()),
             "store": self.stores.kind,
             "location": self.stores.location,
             "collections": collections,
-            "models": {
-                "text": self.ledger.models.get("text", self.settings.text_model),
-                "image": self.ledger.models.get("image", self.settings.image_model),
-            },
+            "models": {kind: self.ledger.models.get(kind, getattr(self.settings, name))
+                       for kind, name in MODEL_FIELDS.items()},
             "files": len(self.ledger.files),
             "signals": ({kind: store.count() for kind, store in self.signals.items()}
                         if self.signals and all(s.exists() for s in self.signals.values()) else None),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Tuple, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -40,6 +40,21 @@ class ImageInfo:
     extension: str
 
 
+class TooManyPixels(BadInputError):
+    """An image whose header claims more pixels than the limit (a possible decompression bomb)."""
+
+    def __init__(self, name: str, width: int, height: int, limit: int) -> None:
+        super().__init__(
+            f"{name}: {width}x{height} pixels is over the limit of {limit:,} (possible decompression bomb)"
+        )
+        self.width, self.height, self.limit = width, height, limit
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Does the image carry transparency (alpha channel or a transparent palette entry)?"""
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
 def _looks_like_svg(head: bytes) -> bool:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     return text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower())
@@ -50,8 +65,13 @@ def _looks_like_html(head: bytes) -> bool:
     return text.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
-def _open_checked(source: Union[Path, io.BytesIO], name: str, max_pixels: int) -> Image.Image:
-    """Open and fully decode; map every PIL failure to a BadInputError naming the reason."""
+def open_checked(
+    source: Union[Path, io.BytesIO], name: str, max_pixels: int, draft: Optional[Tuple[int, int]] = None
+) -> Image.Image:
+    """Open and fully decode; map every PIL failure to a BadInputError naming the reason.
+
+    `draft` (width, height): let JPEG decode at a reduced scale still at least that large.
+    """
     if isinstance(source, Path):
         if source.suffix.lower() == ".svg":
             raise BadInputError(f"{name}: SVG is a vector format; it is not supported (convert it to PNG)")
@@ -76,10 +96,9 @@ def _open_checked(source: Union[Path, io.BytesIO], name: str, max_pixels: int) -
         image = Image.open(source)
         width, height = image.size
         if width * height > max_pixels:
-            raise BadInputError(
-                f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} "
-                "(possible decompression bomb)"
-            )
+            raise TooManyPixels(name, width, height, max_pixels)
+        if draft is not None:
+            image.draft(image.mode, draft)
         image.load()
     except UnidentifiedImageError:
         raise BadInputError(f"{name}: not a recognised image format (corrupt or unsupported)") from None
@@ -92,7 +111,11 @@ def _open_checked(source: Union[Path, io.BytesIO], name: str, max_pixels: int) -
 
 def normalise(image: Image.Image) -> Image.Image:
     """Apply EXIF rotation and convert any mode (CMYK, I;16, P, RGBA, LA, ...) to RGB."""
-    image = ImageOps.exif_transpose(image)
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode as RGB: 16-bit greyscale scaled to 8 bits, transparency flattened onto white."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -102,7 +125,7 @@ def normalise(image: Image.Image) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         top = float(array.max()) or 1.0
         return Image.fromarray((array * (255.0 / top)).astype("uint8"), mode="L").convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
+    if image.mode == "P" and has_alpha(image):
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")
@@ -115,7 +138,7 @@ def normalise(image: Image.Image) -> Image.Image:
 def open_image(path: Union[str, Path], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image file as a normalised RGB image or raise BadInputError naming the file."""
     path = Path(path)
-    image = _open_checked(path, str(path), max_pixels)
+    image = open_checked(path, str(path), max_pixels)
     try:
         return normalise(image)
     except (OSError, ValueError) as exc:
@@ -124,7 +147,7 @@ def open_image(path: Union[str, Path], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 def inspect_image_bytes(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Decode downloaded bytes fully and say what they are; BadInputError if they are no image."""
-    image = _open_checked(io.BytesIO(data), name, max_pixels)
+    image = open_checked(io.BytesIO(data), name, max_pixels)
     fmt = image.format or "UNKNOWN"
     extension = FORMAT_EXTENSIONS.get(fmt)
     if extension is None:

@@ -38,7 +38,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from PIL import Image
 
-from rag.config import BGE_QUERY_INSTRUCTION, Settings
+from rag.config import BGE_QUERY_INSTRUCTION, SPEC_BY_NAME, Settings
 from rag.media.images import DEFAULT_MAX_PIXELS, open_image
 from rag.errors import ModelLoadError
 
@@ -49,7 +49,7 @@ ImageInput = Union[str, Path, Image.Image]
 T = TypeVar("T")
 R = TypeVar("R")
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = SPEC_BY_NAME["precision"].choices  # declared once, in rag.config
 # The agreement each precision keeps with the fp32 forward pass (cosine of the unit vectors),
 # as measured in docs/benchmarks.md and asserted by tests/test_embedding_equivalence.py.
 PRECISION_MIN_COSINE = {"fp32": 0.99999, "bf16": 0.999, "int8": None}
@@ -466,35 +466,35 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
 
 
 def load_image_embedding(settings: Settings) -> MultiModalEmbedding:
-    """CLIP for images and text-to-image queries, by `settings.image_backend`."""
-    backend = settings.image_backend
-    if backend == "clip-transformers":
-        device = resolve_device(settings.device)
-        configure_threads(settings)
-        return ClipTransformersEmbedding(
-            model_name=settings.image_model,
-            embed_batch_size=settings.image_batch_size,
-            device=device,
-            max_pixels=settings.max_image_pixels,
-            precision=resolve_precision(settings.precision, device),
-        )
-    if backend == "clip":
-        try:
-            from llama_index.embeddings.clip import ClipEmbedding
-        except ImportError as exc:
-            raise ModelLoadError(
-                "RAG_IMAGE_BACKEND=clip needs the stock CLIP integration: pip install 'rag[clip]' "
-                "(it also needs the `clip` package and torchvision)"
-            ) from exc
-        try:
-            return ClipEmbedding(model_name=settings.image_model, embed_batch_size=settings.image_batch_size)
-        except ImportError as exc:
-            raise ModelLoadError(f"RAG_IMAGE_BACKEND=clip: {exc}") from exc
-        except ValueError as exc:
-            raise _describe_load_failure("image", settings.image_model, "RAG_IMAGE_MODEL", exc) from exc
-    raise ModelLoadError(
-        f"unknown RAG_IMAGE_BACKEND {backend!r}: expected 'clip-transformers' (default) or 'clip'"
+    """CLIP for images and text-to-image queries, by `settings.image_backend` (checked by Settings)."""
+    if settings.image_backend == "clip":
+        return _load_stock_clip(settings)
+    device = resolve_device(settings.device)
+    configure_threads(settings)
+    return ClipTransformersEmbedding(
+        model_name=settings.image_model,
+        embed_batch_size=settings.image_batch_size,
+        device=device,
+        max_pixels=settings.max_image_pixels,
+        precision=resolve_precision(settings.precision, device),
     )
+
+
+def _load_stock_clip(settings: Settings) -> MultiModalEmbedding:
+    """`RAG_IMAGE_BACKEND=clip`: llama-index-embeddings-clip's `ClipEmbedding`."""
+    try:
+        from llama_index.embeddings.clip import ClipEmbedding
+    except ImportError as exc:
+        raise ModelLoadError(
+            "RAG_IMAGE_BACKEND=clip needs the stock CLIP integration: pip install 'rag[clip]' "
+            "(it also needs the `clip` package and torchvision)"
+        ) from exc
+    try:
+        return ClipEmbedding(model_name=settings.image_model, embed_batch_size=settings.image_batch_size)
+    except ImportError as exc:
+        raise ModelLoadError(f"RAG_IMAGE_BACKEND=clip: {exc}") from exc
+    except ValueError as exc:
+        raise _describe_load_failure("image", settings.image_model, "RAG_IMAGE_MODEL", exc) from exc
 
 
 def embedding_dimension(model: BaseEmbedding) -> int:

@@ -37,7 +37,7 @@ def candidates_for(top_k: int, image_top_k: int) -> int:
 def _edge_filter(filters: Optional[MetadataFilters]) -> Any:
     if filters is None:
         return None
-    from rag.stores.edge import build_filter
+    from rag.stores.edge_filters import build_filter
 
     return build_filter(filters)
 
@@ -128,7 +128,7 @@ class HybridSearch:
                filters: Optional[MetadataFilters], settings: FusionSettings, want_text: bool, want_images: bool,
                min_images: int = 0, limit: Optional[int] = None) -> List[Hit]:
         """The fused list for a query whose vectors are computed (see `Retriever.search`)."""
-        from rag.search.retriever import node_to_hit
+        from rag.search.nodes import node_to_hit
 
         depth = candidates_for(top_k, image_top_k)
         text_nodes: Dict[str, Any] = {}
@@ -200,9 +200,12 @@ def edge_mmr_query(store: Any, vector: List[float], limit: int, filters: Optiona
     """(nodes, scores) by the engine's maximal marginal relevance (qdrant-edge stores only)."""
     import qdrant_edge as qe
 
-    shard = getattr(store, "client", None)
-    if shard is None or not hasattr(store, "_to_node"):
+    from rag.stores.edge import QdrantEdgeVectorStore
+    from rag.stores.edge_shard import node_from_record
+
+    shard = store.client if isinstance(store, QdrantEdgeVectorStore) else None
+    if shard is None:  # other backends, or an empty store: plain nearest neighbours
         return store_query(store, vector, limit, filters)
     points = shard.query(qe.QueryRequest(limit=limit, query=qe.Mmr(list(vector), lambda_, max(limit * 4, 50)),
                                          filter=_edge_filter(filters), with_payload=True))
-    return [store._to_node(p.payload) for p in points], [float(p.score) for p in points]
+    return [node_from_record(p.payload) for p in points], [float(p.score) for p in points]

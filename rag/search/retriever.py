@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
-from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import MetadataFilters
 
 from rag.config import Settings
 from rag.errors import RagError
@@ -23,27 +23,9 @@ from rag.types import Hit
 from rag.index.core import RagIndex, open_index
 from rag.search.hybrid import HybridSearch, edge_mmr_query, store_query
 from rag.search.signals import FusionSettings
+from rag.search.nodes import hit_to_node, hit_to_scored_node, node_to_hit  # noqa: F401 (re-exported)
 
 ImageQuery = Union[str, Path, None]
-
-
-def node_to_hit(node: Any, score: float) -> Hit:
-    """A typed hit from a stored node (pure)."""
-    meta = dict(node.metadata or {})
-    is_image = isinstance(node, ImageNode) or meta.get("modality") == "image"
-    file = meta.get("file_path") or getattr(node, "image_path", None)
-    return Hit(
-        modality="image" if is_image else "text",
-        score=float(score),
-        node_id=node.node_id,
-        source=meta.get("url") or file or node.node_id,
-        title=meta.get("title"),
-        url=meta.get("url"),
-        file=file,
-        text=(meta.get("caption") or node.text or None) if is_image else node.text,
-        image_path=(getattr(node, "image_path", None) or file) if is_image else None,
-        metadata=meta,
-    )
 
 
 def average_vectors(a: List[float], b: List[float]) -> List[float]:
@@ -51,23 +33,6 @@ def average_vectors(a: List[float], b: List[float]) -> List[float]:
     joint = [x + y for x, y in zip(a, b)]
     norm = sum(x * x for x in joint) ** 0.5 or 1.0
     return [x / norm for x in joint]
-
-
-def has_points(store: Any) -> bool:
-    """Does a collection hold any point? Cheap where the store can say so without counting.
-
-    An exact count visits every point (about 5 ms per 100,000 points with qdrant-edge, and it
-    ran twice per search); the engine's segment statistics answer in microseconds.
-    """
-    stats = getattr(store, "stats", None)
-    if callable(stats):
-        try:
-            return int(stats()["points"]) > 0
-        except Exception:  # a store whose stats() means something else: count instead
-            pass
-    from rag.stores.factory import count_points
-
-    return count_points(store) > 0
 
 
 def as_filters(filters: Union[MetadataFilters, Dict[str, Any], None]) -> Optional[MetadataFilters]:
@@ -137,8 +102,8 @@ class Retriever:
             raise RagError("--min-images and --limit cannot be negative")
         settings = fusion or self.fusion
         filters = as_filters(filters)
-        want_text = top_k > 0 and has_points(self.index.stores.text) and (bool(query) or "article" in settings.signals)
-        want_images = image_top_k > 0 and has_points(self.index.stores.image)
+        want_text = top_k > 0 and self.index.has_points("text") and (bool(query) or "article" in settings.signals)
+        want_images = image_top_k > 0 and self.index.has_points("image")
 
         jobs: Dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -172,16 +137,7 @@ class LlamaRetriever(BaseRetriever):
         image = query_bundle.image_path if getattr(query_bundle, "image_path", None) else None
         hits = self._retriever.search(query_bundle.query_str, image=image, top_k=self._top_k,
                                       image_top_k=self._image_top_k)
-        return [NodeWithScore(node=hit_to_node(hit), score=hit.score) for hit in hits]
-
-
-def hit_to_node(hit: Hit) -> Any:
-    """Back from a hit to a LlamaIndex node (for query engines)."""
-    from llama_index.core.schema import TextNode
-
-    if hit.modality == "image":
-        return ImageNode(id_=hit.node_id, image_path=hit.image_path, text=hit.text or "", metadata=hit.metadata)
-    return TextNode(id_=hit.node_id, text=hit.text or "", metadata=hit.metadata)
+        return [hit_to_scored_node(hit) for hit in hits]
 
 
 def open_retriever(settings: Optional[Settings] = None) -> Retriever:

@@ -5,11 +5,9 @@ payload indexes, filters, quantization, write-ahead log); ``QdrantClient(path=..
 by contrast is a brute-force numpy store that pickles points into SQLite. This module
 wraps one shard per directory and speaks LlamaIndex's ``BasePydanticVectorStore``.
 
-Directory layout (``path``)::
-
-    .lock            flock()ed while a store object has the directory open; holds its pid
-    rag_store.json   sidecar written by this module: format version, dimension, distance
-    shard/           the qdrant-edge shard (wal/, segments/, edge_config.json)
+Directory layout (``path``): see :mod:`rag.stores.edge_files` (lock, sidecar, shard).
+Filters are translated by :mod:`rag.stores.edge_filters`; shard configuration, points and
+query requests are built by :mod:`rag.stores.edge_shard`.
 
 Guarantees, as verified against qdrant-edge-py 0.9.0:
 
@@ -18,11 +16,7 @@ Guarantees, as verified against qdrant-edge-py 0.9.0:
   survives the process being killed (SIGKILL) right after ``add()`` returns.
   Surviving a power loss or kernel crash needs an fsync: pass
   ``flush_on_write=True`` (or call :meth:`flush`).
-* The engine itself takes a non-blocking lock on the WAL directory, so a second
-  opener fails with an opaque ``Can't init WAL: Kind(WouldBlock)``. This module
-  takes its own ``flock`` on ``.lock`` first (which also covers the time before the
-  shard exists) and turns both into a :class:`rag.errors.StorageError` naming the
-  directory and the holder's pid.
+* One process (and one store object) per directory: see :mod:`rag.stores.edge_files`.
 * The engine has no background optimizer: points land in a plain segment that
   is searched exhaustively, and only ``EdgeShard.optimize()`` builds the HNSW
   graph. ``optimize()`` holds the GIL for the whole build (a Python thread
@@ -40,259 +34,57 @@ Guarantees, as verified against qdrant-edge-py 0.9.0:
 
 Payloads have the stock ``QdrantVectorStore`` layout (``_node_content``, ``_node_type``,
 ``doc_id``, ``document_id``, ``ref_doc_id`` and the node's metadata at top level), built
-by :func:`rag.stores.payload.node_payload`.
+by :func:`rag.stores.payload.node_payload`. The store implements
+:class:`rag.stores.base.Collection` (count, has_points, build_search_graph, unindexed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as _dt
-import json
 import logging
 import os
 import shutil
 import threading
-import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import qdrant_edge as qe
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
-    FilterCondition,
-    FilterOperator,
-    MetadataFilter,
     MetadataFilters,
     VectorStoreQuery,
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
-from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from rag.errors import StorageError
-from rag.stores.payload import node_payload, point_id_for
+from rag.stores.base import ThreadedAsync
+from rag.stores import edge_files
+from rag.stores.edge_files import META_FILE, SHARD_DIR
+from rag.stores.edge_filters import build_filter, document_filter, query_filter, selection_filter
+from rag.stores.edge_shard import (
+    DEFAULT_PAYLOAD_INDEXES,
+    build_points,
+    checked_options,
+    ensure_payload_indexes,
+    node_from_record,
+    scroll_records,
+    search_params,
+    search_request,
+    shard_config,
+)
+from rag.stores.payload import point_id_for
 
-try:  # POSIX only; on other systems the engine's own WAL lock still applies.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+__all__ = ["QdrantEdgeVectorStore", "build_filter", "point_id_for", "UNINDEXED_WARNING"]
 
 logger = logging.getLogger(__name__)
-
-STORE_FORMAT = 1
-META_FILE = "rag_store.json"
-LOCK_FILE = ".lock"
-SHARD_DIR = "shard"
-
-DOC_ID_KEY = "doc_id"  # same key the stock QdrantVectorStore filters on
-ORIGINAL_ID_KEY = "_node_id"  # written only when the node id is not a UUID
-
-DEFAULT_PAYLOAD_INDEXES: Dict[str, str] = {
-    "doc_id": "keyword",
-    "ref_doc_id": "keyword",
-    "file_path": "keyword",
-    "title": "keyword",
-    "modality": "keyword",
-}
-
-_SCHEMA_TYPES = {
-    "keyword": qe.PayloadSchemaType.Keyword,
-    "integer": qe.PayloadSchemaType.Integer,
-    "float": qe.PayloadSchemaType.Float,
-    "bool": qe.PayloadSchemaType.Bool,
-    "text": qe.PayloadSchemaType.Text,
-    "datetime": qe.PayloadSchemaType.Datetime,
-    "uuid": qe.PayloadSchemaType.Uuid,
-    "geo": qe.PayloadSchemaType.Geo,
-}
-
-_SCROLL_PAGE = 1024
 
 #: Unindexed points (scanned exactly by every query) at which a query logs a hint once.
 UNINDEXED_WARNING = 50_000
 
 
-# --------------------------------------------------------------------------- ids
-
-
-# ----------------------------------------------------------------------- filters
-
-_SUPPORTED_OPERATORS = (
-    "==, !=, >, >=, <, <=, in, nin, any, all, contains, text_match, "
-    "text_match_insensitive, is_empty"
-)
-
-
-def _unsupported(f: MetadataFilter, why: str) -> ValueError:
-    op = getattr(f.operator, "value", f.operator)
-    name = getattr(f.operator, "name", str(f.operator))
-    return ValueError(
-        f"Metadata filter operator {name} ({op!r}) on key {f.key!r} with value "
-        f"{f.value!r} is not supported by QdrantEdgeVectorStore: {why}"
-    )
-
-
-def _is_float(v: Any) -> bool:
-    return isinstance(v, float)
-
-
-def _eq_range(key: str, value: float) -> qe.FieldCondition:
-    return qe.FieldCondition(key, range=qe.RangeFloat(gte=value, lte=value))
-
-
-def _as_list(f: MetadataFilter) -> List[Any]:
-    """List value of IN/NIN/ANY/ALL; a string is split on commas like the stock store."""
-    v = f.value
-    if isinstance(v, (list, tuple)):
-        return list(v)
-    if isinstance(v, str):
-        return v.split(",")
-    if v is None:
-        raise _unsupported(f, "it needs a list of values")
-    return [v]
-
-
-def _match_list(f: MetadataFilter, values: List[Any], cls: Any) -> Any:
-    """MatchAny/MatchExcept take a list of all-strings or all-integers."""
-    if all(isinstance(v, str) for v in values):
-        return cls(values)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return cls(values)
-    raise _unsupported(
-        f,
-        "Qdrant matches a list of values only when all are strings or all are "
-        "integers; split the filter (one == / != per value) or normalise the types",
-    )
-
-
-def _range(f: MetadataFilter, bound: str) -> qe.FieldCondition:
-    v = f.value
-    if isinstance(v, bool) or v is None:
-        raise _unsupported(f, "ranges compare numbers or ISO-8601 datetimes")
-    if isinstance(v, (int, float)):
-        return qe.FieldCondition(f.key, range=qe.RangeFloat(**{bound: float(v)}))
-    if isinstance(v, str):
-        try:
-            _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-        except ValueError:
-            raise _unsupported(
-                f, "ranges compare numbers or ISO-8601 datetimes, not arbitrary strings"
-            ) from None
-        return qe.FieldCondition(f.key, range=qe.RangeDateTime(**{bound: v}))
-    raise _unsupported(f, "ranges compare numbers or ISO-8601 datetimes")
-
-
-def _condition(f: MetadataFilter) -> Any:
-    """One LlamaIndex MetadataFilter as one Qdrant condition."""
-    op = f.operator or FilterOperator.EQ
-    key, v = f.key, f.value
-    if op == FilterOperator.EQ:
-        if v is None:
-            return qe.IsNullCondition(key)
-        if _is_float(v):  # MatchValue has no floats; an exact range does the job
-            return _eq_range(key, v)
-        if isinstance(v, (str, int)):
-            return qe.FieldCondition(key, match=qe.MatchValue(v))
-        raise _unsupported(f, "== takes one string, number or boolean (use in/any for lists)")
-    if op == FilterOperator.NE:
-        # Like the stock store (MatchExcept): matches points whose field exists and differs.
-        if isinstance(v, bool):
-            return qe.FieldCondition(key, match=qe.MatchValue(not v))
-        if _is_float(v):
-            return qe.Filter(
-                should=[
-                    qe.FieldCondition(key, range=qe.RangeFloat(lt=v)),
-                    qe.FieldCondition(key, range=qe.RangeFloat(gt=v)),
-                ]
-            )
-        if isinstance(v, (str, int)):
-            return qe.FieldCondition(key, match=qe.MatchExcept([v]))
-        raise _unsupported(f, "!= takes one string, number or boolean (use nin for lists)")
-    if op == FilterOperator.GT:
-        return _range(f, "gt")
-    if op == FilterOperator.GTE:
-        return _range(f, "gte")
-    if op == FilterOperator.LT:
-        return _range(f, "lt")
-    if op == FilterOperator.LTE:
-        return _range(f, "lte")
-    if op in (FilterOperator.IN, FilterOperator.ANY):
-        # On a scalar field: value is one of; on a list field: shares any element.
-        values = _as_list(f)
-        if values and all(_is_float(x) or isinstance(x, int) for x in values) and any(
-            _is_float(x) for x in values
-        ):
-            return qe.Filter(should=[_eq_range(key, float(x)) for x in values])
-        return qe.FieldCondition(key, match=_match_list(f, values, qe.MatchAny))
-    if op == FilterOperator.NIN:
-        values = _as_list(f)
-        if any(_is_float(x) for x in values):
-            raise _unsupported(
-                f, "Qdrant's match-except takes strings or integers, not floats"
-            )
-        return qe.FieldCondition(key, match=_match_list(f, values, qe.MatchExcept))
-    if op == FilterOperator.ALL:
-        values = _as_list(f)
-        return qe.Filter(must=[_condition(MetadataFilter(key=key, value=x)) for x in values])
-    if op == FilterOperator.CONTAINS:
-        if isinstance(v, (list, tuple)) or v is None:
-            raise _unsupported(f, "contains takes one value (use all/any for several)")
-        return _condition(MetadataFilter(key=key, value=v, operator=FilterOperator.EQ))
-    if op in (FilterOperator.TEXT_MATCH, FilterOperator.TEXT_MATCH_INSENSITIVE):
-        if not isinstance(v, str):
-            raise _unsupported(f, "text matching needs a string")
-        # Qdrant's full-text match: every word of the query must occur as a word of
-        # the field; the default tokenizer lowercases, so it is case-insensitive.
-        return qe.FieldCondition(key, match=qe.MatchText(v))
-    if op == FilterOperator.IS_EMPTY:
-        return qe.IsEmptyCondition(key)
-    raise _unsupported(f, f"supported operators are {_SUPPORTED_OPERATORS}")
-
-
-def build_filter(filters: Optional[MetadataFilters]) -> Optional[qe.Filter]:
-    """Translate (nested) LlamaIndex MetadataFilters into a Qdrant filter.
-
-    AND -> must, OR -> should, NOT -> must_not (none of the conditions may match).
-    Empty (nested) filter groups are skipped; returns None when nothing is left.
-    Raises ValueError naming the operator for what Qdrant cannot express.
-    """
-    if filters is None:
-        return None
-    conditions: List[Any] = []
-    for sub in filters.filters:
-        if isinstance(sub, MetadataFilters):
-            nested = build_filter(sub)
-            if nested is not None:
-                conditions.append(nested)
-        else:
-            conditions.append(_condition(sub))
-    if not conditions:
-        return None
-    condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.AND:
-        return qe.Filter(must=conditions)
-    if condition == FilterCondition.OR:
-        return qe.Filter(should=conditions)
-    if condition == FilterCondition.NOT:
-        return qe.Filter(must_not=conditions)
-    raise ValueError(f"Unknown filter condition {condition!r}; expected and, or, not")
-
-
-def _and(*parts: Optional[Any]) -> Optional[qe.Filter]:
-    present = [p for p in parts if p is not None]
-    if not present:
-        return None
-    if len(present) == 1 and isinstance(present[0], qe.Filter):
-        return present[0]
-    return qe.Filter(must=present)
-
-
-# -------------------------------------------------------------------- the store
-
-
-class QdrantEdgeVectorStore(BasePydanticVectorStore):
+class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
     """LlamaIndex vector store on an embedded Qdrant shard in ``path``.
 
     The shard is created on the first ``add`` with that embedding's dimension and
@@ -355,44 +147,18 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         self,
         path: str | os.PathLike[str],
         *,
-        hnsw_m: int = 16,
-        hnsw_ef_construct: int = 100,
-        hnsw_ef: Optional[int] = 128,
-        full_scan_threshold_kb: int = 10_000,
         quantization: Optional[str] = "int8",
-        oversampling: float = 2.0,
-        exact: bool = False,
         payload_indexes: Optional[Dict[str, str]] = None,
-        index_threshold: Optional[int] = None,
-        flush_on_write: bool = False,
-        batch_size: int = 256,
-        max_search_threads: Optional[int] = None,
+        **options: Any,
     ) -> None:
-        if quantization not in (None, "int8"):
-            raise ValueError(
-                f"quantization={quantization!r} is not supported; expected None or 'int8'"
-            )
-        indexes = dict(DEFAULT_PAYLOAD_INDEXES if payload_indexes is None else payload_indexes)
-        for field, kind in indexes.items():
-            if kind not in _SCHEMA_TYPES:
-                raise ValueError(
-                    f"payload_indexes[{field!r}] = {kind!r} is not an index type; "
-                    f"expected one of {', '.join(_SCHEMA_TYPES)}"
-                )
+        unknown = sorted(set(options) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"QdrantEdgeVectorStore got unknown options: {', '.join(unknown)}")
         super().__init__(
             path=str(Path(path).expanduser().resolve()),
-            hnsw_m=hnsw_m,
-            hnsw_ef_construct=hnsw_ef_construct,
-            hnsw_ef=hnsw_ef,
-            full_scan_threshold_kb=full_scan_threshold_kb,
             quantization=quantization,
-            oversampling=oversampling,
-            exact=exact,
-            payload_indexes=indexes,
-            index_threshold=index_threshold,
-            flush_on_write=flush_on_write,
-            batch_size=batch_size,
-            max_search_threads=max_search_threads,
+            payload_indexes=checked_options(quantization, payload_indexes),
+            **options,
         )
         self._write_lock = threading.RLock()
         Path(self.path).mkdir(parents=True, exist_ok=True)
@@ -427,93 +193,19 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
     def _meta_path(self) -> Path:
         return Path(self.path) / META_FILE
 
-    def _in_use_error(self, holder: str) -> StorageError:
-        return StorageError(
-            f"The vector store at {self.path} is in use by another process{holder}. "
-            "qdrant-edge allows one process at a time per directory: close the other "
-            "process (or the other store object open on this directory) and retry, "
-            "or use a different directory."
-        )
-
     def _acquire_dir_lock(self) -> None:
-        if fcntl is None:  # pragma: no cover
-            return
-        lock_path = Path(self.path) / LOCK_FILE
-        fh = open(lock_path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            pid = fh.read().strip()
-            fh.close()
-            if pid == str(os.getpid()):
-                raise StorageError(
-                    f"The vector store at {self.path} is already open in this process "
-                    f"(pid {pid}) by another store object; another process or object may "
-                    "not use it at the same time. Reuse that object or close() it first."
-                ) from None
-            raise self._in_use_error(f" (pid {pid})" if pid else "") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._lock_file = fh
+        self._lock_file = edge_files.acquire_lock(self.path)
 
     def _release_dir_lock(self) -> None:
-        fh, self._lock_file = self._lock_file, None
-        if fh is not None:
-            try:
-                fh.seek(0)
-                fh.truncate()
-                fh.flush()
-            except OSError:  # pragma: no cover
-                pass
-            fh.close()  # closing the descriptor drops the flock
-
-    def _read_meta(self) -> Optional[dict]:
-        try:
-            meta = json.loads(self._meta_path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            raise StorageError(
-                f"Cannot read {self._meta_path}: {e}. The store directory is damaged; "
-                "rebuild the index into a fresh directory."
-            ) from None
-        if meta.get("format") != STORE_FORMAT:
-            raise StorageError(
-                f"{self._meta_path} has store format {meta.get('format')!r}; this version "
-                f"reads format {STORE_FORMAT}. Rebuild the index or upgrade rag."
-            )
-        return meta
-
-    def _write_meta(self, dim: int) -> None:
-        meta = {
-            "format": STORE_FORMAT,
-            "engine": "qdrant-edge",
-            "dim": dim,
-            "distance": "cosine",
-        }
-        tmp = self._meta_path.with_suffix(".json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(meta, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._meta_path)
-
-    def _dim_from_engine_config(self) -> Optional[int]:
-        try:
-            cfg = json.loads((self._shard_path / "edge_config.json").read_text())
-            return int(cfg["vectors"][""]["size"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        handle, self._lock_file = self._lock_file, None
+        edge_files.release_lock(handle)
 
     def _open_existing(self) -> None:
-        meta = self._read_meta()
+        meta = edge_files.read_meta(self._meta_path)
         shard_exists = (self._shard_path / "edge_config.json").exists()
         if not shard_exists:
             return  # empty store: created on the first add
-        dim = meta["dim"] if meta else self._dim_from_engine_config()
+        dim = meta["dim"] if meta else edge_files.dim_from_engine_config(self._shard_path)
         if dim is None:
             raise StorageError(
                 f"{self.path} holds a Qdrant Edge shard whose vector dimension cannot be "
@@ -524,8 +216,8 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             "open", lambda: qe.EdgeShard.load(str(self._shard_path), self._edge_config(self._dim))
         )
         if meta is None:
-            self._write_meta(self._dim)
-        self._ensure_payload_indexes()
+            edge_files.write_meta(self._meta_path, self._dim)
+        ensure_payload_indexes(self._shard, self.payload_indexes)
         self._count_unindexed()
 
     def _engine_call(self, what: str, fn: Any) -> Any:
@@ -533,36 +225,20 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             return fn()
         except Exception as e:  # the binding raises plain Exception
             if "WouldBlock" in str(e):
-                raise self._in_use_error("") from None
+                raise edge_files.in_use_error(self.path) from None
             raise StorageError(
                 f"Cannot {what} the Qdrant Edge shard at {self._shard_path}: {e}"
             ) from e
 
     def _edge_config(self, dim: int) -> qe.EdgeConfig:
-        quant = None
-        if self.quantization == "int8":
-            quant = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99)
-        return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
-            hnsw_config=qe.HnswIndexConfig(
-                m=self.hnsw_m,
-                ef_construct=self.hnsw_ef_construct,
-                full_scan_threshold=self.full_scan_threshold_kb,
-            ),
-            quantization_config=quant,
-            # The engine only optimizes when asked; when it is asked (by _maybe_index or
-            # optimize()), every unindexed segment should get its graph: 1 KB threshold.
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        return shard_config(
+            dim,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construct=self.hnsw_ef_construct,
+            full_scan_threshold_kb=self.full_scan_threshold_kb,
+            quantization=self.quantization,
             max_search_threads=self.max_search_threads,
         )
-
-    def _ensure_payload_indexes(self) -> None:
-        existing = self._shard.info().payload_schema
-        for field, kind in self.payload_indexes.items():
-            if field not in existing:
-                self._shard.update(
-                    qe.UpdateOperation.create_field_index(field, _SCHEMA_TYPES[kind])
-                )
 
     def _ensure_shard(self, dim: int) -> Any:
         """The open shard, created with ``dim`` if the store is new."""
@@ -576,14 +252,14 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                     "store was built, or a different directory (or clear() it)."
                 )
             return self._shard
-        self._write_meta(dim)
+        edge_files.write_meta(self._meta_path, dim)
         if self._shard_path.exists():  # leftovers of a crash before the first point
             shutil.rmtree(self._shard_path)
         self._shard = self._engine_call(
             "create", lambda: qe.EdgeShard.create(str(self._shard_path), self._edge_config(dim))
         )
         self._dim = dim
-        self._ensure_payload_indexes()
+        ensure_payload_indexes(self._shard, self.payload_indexes)
         return self._shard
 
     def _live_shard(self) -> Any:
@@ -649,6 +325,14 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         """Points not in the HNSW graph yet (every query scans them exactly)."""
         return 0 if self._live_shard() is None else self._count_unindexed()
 
+    def build_search_graph(self) -> bool:
+        """`Collection`: build the HNSW graph over new points now (see :meth:`optimize`)."""
+        return self.optimize()
+
+    def has_points(self) -> bool:
+        """`Collection`: any point stored? From segment statistics, without counting (µs)."""
+        return self.stats()["points"] > 0
+
     def stats(self) -> Dict[str, int]:
         """Points, indexed vectors and segments, as the engine reports them."""
         shard = self._live_shard()
@@ -675,30 +359,11 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
 
     # --------------------------------------------------------------- writes
 
-    def _build_points(self, nodes: Sequence[BaseNode]) -> List[qe.Point]:
-        """Nodes as engine points (pure: no I/O). Payloads match the stock store's."""
-        points = []
-        for node in nodes:
-            embedding = node.embedding
-            if embedding is None:
-                raise ValueError(
-                    f"Node {node.node_id!r} has no embedding; embed nodes before adding "
-                    "them to the vector store (or add them through an index)."
-                )
-            if not isinstance(embedding, list):
-                embedding = list(embedding.tolist() if hasattr(embedding, "tolist") else embedding)
-            payload = node_payload(node, flat_metadata=self.flat_metadata)
-            pid = point_id_for(node.node_id)
-            if pid != node.node_id:
-                payload[ORIGINAL_ID_KEY] = node.node_id
-            points.append(qe.Point(pid, embedding, payload))
-        return points
-
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> List[str]:
         """Upsert nodes (with embeddings); returns their node ids."""
         if not nodes:
             return []
-        points = self._build_points(nodes)
+        points = build_points(nodes, flat_metadata=self.flat_metadata)
         dims = {len(n.embedding) for n in nodes}  # type: ignore[arg-type]
         if len(dims) != 1:
             raise ValueError(
@@ -727,9 +392,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id``."""
-        self._delete_where(
-            qe.Filter(must=[qe.FieldCondition(DOC_ID_KEY, match=qe.MatchValue(ref_doc_id))])
-        )
+        self._delete_where(document_filter(ref_doc_id))
 
     def delete_nodes(
         self,
@@ -741,7 +404,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
 
         With neither (or only empty filters) nothing is deleted; use ``clear()``.
         """
-        flt = self._selection(node_ids, filters)
+        flt = selection_filter(node_ids, filters)
         if flt is not None:
             self._delete_where(flt)
 
@@ -761,50 +424,6 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
 
     # ---------------------------------------------------------------- reads
 
-    @staticmethod
-    def _selection(
-        node_ids: Optional[List[str]], filters: Optional[MetadataFilters]
-    ) -> Optional[qe.Filter]:
-        has_id = None
-        if node_ids is not None:
-            has_id = qe.HasIdCondition({point_id_for(i) for i in node_ids})
-        return _and(has_id, build_filter(filters))
-
-    def _query_filter(self, query: VectorStoreQuery) -> Optional[qe.Filter]:
-        doc_cond = None
-        if query.doc_ids:
-            doc_cond = qe.FieldCondition(DOC_ID_KEY, match=qe.MatchAny(list(query.doc_ids)))
-        id_cond = None
-        if query.node_ids:
-            id_cond = qe.HasIdCondition({point_id_for(i) for i in query.node_ids})
-        return _and(doc_cond, id_cond, build_filter(query.filters))
-
-    @staticmethod
-    def _to_node(payload: dict, vector: Any = None) -> BaseNode:
-        node = metadata_dict_to_node(payload)
-        if vector is not None and node.embedding is None:
-            node.embedding = list(vector) if not isinstance(vector, dict) else vector.get("")
-        return node
-
-    def _scroll(self, flt: Optional[qe.Filter], limit: Optional[int]) -> Iterator[Any]:
-        shard = self._live_shard()
-        if shard is None:
-            return
-        offset = None
-        left = limit
-        while left is None or left > 0:
-            page = _SCROLL_PAGE if left is None else min(_SCROLL_PAGE, left)
-            records, offset = shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset, limit=page, filter=flt, with_payload=True, with_vector=True
-                )
-            )
-            yield from records
-            if left is not None:
-                left -= len(records)
-            if offset is None or not records:
-                return
-
     def get_nodes(
         self,
         node_ids: Optional[List[str]] = None,
@@ -814,8 +433,11 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         """Nodes (with embeddings) by id and/or filter, in point-id order; all if neither."""
         if node_ids is not None and len(node_ids) == 0:
             return []
-        flt = self._selection(node_ids, filters)
-        return [self._to_node(r.payload, r.vector) for r in self._scroll(flt, limit)]
+        flt = selection_filter(node_ids, filters)
+        shard = self._live_shard()
+        if shard is None:
+            return []
+        return [node_from_record(r.payload, r.vector) for r in scroll_records(shard, flt, limit)]
 
     def count(self, filters: Optional[MetadataFilters] = None) -> int:
         """Number of points (matching ``filters`` if given)."""
@@ -837,7 +459,7 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
             )
         if query.query_embedding is None:
             raise ValueError("query.query_embedding is None: embed the query first.")
-        flt = self._query_filter(query)
+        flt = query_filter(query)
         shard = self._live_shard()
         if shard is None or query.similarity_top_k <= 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
@@ -853,28 +475,12 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
         exact = bool(kwargs.get("exact", self.exact))
         if not exact:
             self._hint_unindexed()
-        quant = None
-        if self.quantization is not None:
-            quant = (
-                qe.QuantizationSearchParams(ignore=True)
-                if exact
-                else qe.QuantizationSearchParams(rescore=True, oversampling=self.oversampling)
-            )
-        params = qe.SearchParams(
-            hnsw_ef=kwargs.get("hnsw_ef", self.hnsw_ef), exact=exact, quantization=quant
-        )
-        points = shard.query(
-            qe.QueryRequest(
-                limit=query.similarity_top_k,
-                query=qe.Query.Nearest(embedding),
-                filter=flt,
-                with_payload=True,
-                with_vector=False,
-                params=params,
-                score_threshold=kwargs.get("score_threshold"),
-            )
-        )
-        nodes = [self._to_node(p.payload) for p in points]
+        params = search_params(exact=exact, hnsw_ef=kwargs.get("hnsw_ef", self.hnsw_ef),
+                               quantization=self.quantization, oversampling=self.oversampling)
+        request = search_request(qe.Query.Nearest(embedding), limit=query.similarity_top_k, flt=flt,
+                                 params=params, score_threshold=kwargs.get("score_threshold"))
+        points = shard.query(request)
+        nodes = [node_from_record(p.payload) for p in points]
         return VectorStoreQueryResult(
             nodes=nodes,
             similarities=[p.score for p in points],
@@ -893,35 +499,3 @@ class QdrantEdgeVectorStore(BasePydanticVectorStore):
                 "(rag ingest does at the end of every run).",
                 self._unindexed, self.path,
             )
-
-    # ---------------------------------------------------------------- async
-
-    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> List[str]:
-        return await asyncio.to_thread(self.add, nodes, **kwargs)
-
-    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        await asyncio.to_thread(self.delete, ref_doc_id, **delete_kwargs)
-
-    async def adelete_nodes(
-        self,
-        node_ids: Optional[List[str]] = None,
-        filters: Optional[MetadataFilters] = None,
-        **delete_kwargs: Any,
-    ) -> None:
-        await asyncio.to_thread(self.delete_nodes, node_ids, filters, **delete_kwargs)
-
-    async def aget_nodes(
-        self,
-        node_ids: Optional[List[str]] = None,
-        filters: Optional[MetadataFilters] = None,
-        limit: Optional[int] = None,
-    ) -> List[BaseNode]:
-        return await asyncio.to_thread(self.get_nodes, node_ids, filters, limit)
-
-    async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
-
-    async def aquery(
-        self, query: VectorStoreQuery, **kwargs: Any
-    ) -> VectorStoreQueryResult:
-        return await asyncio.to_thread(self.query, query, **kwargs)

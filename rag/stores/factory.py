@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional
-
-from llama_index.core.vector_stores.types import BasePydanticVectorStore
+from typing import Any, Callable, Dict, List, Optional
 
 from rag.config import Settings
 from rag.errors import StorageError
-
-STORE_KINDS = ("edge", "local")
+from rag.stores.base import Collection
 
 
 @dataclass
 class StorePair:
-    """The two collections, and how to count their points and let them go."""
+    """The two collections (each a `rag.stores.base.Collection`) and how to let them go."""
 
-    text: BasePydanticVectorStore
-    image: BasePydanticVectorStore
+    text: Collection
+    image: Collection
     kind: str
     location: str
     _closers: List[Callable[[], None]] = field(default_factory=list, repr=False)
@@ -36,33 +33,17 @@ class StorePair:
         self._closers.clear()
 
 
-def count_points(store: BasePydanticVectorStore) -> int:
-    """Points in one collection (0 when it has not been created yet)."""
-    if hasattr(store, "count"):
-        return int(store.count())
-    client = getattr(store, "client", None)
-    name = getattr(store, "collection_name", None)
-    if client is None or name is None:
-        raise TypeError(f"cannot count points of {type(store).__name__}")
-    if not client.collection_exists(name):
-        return 0
-    return int(client.count(name, exact=True).count)
-
-
 def _qdrant_client_stores(settings: Settings, client: Any, aclient: Any = None) -> tuple:
-    if aclient is None:
-        from rag.stores.local import LocalQdrantVectorStore as QdrantVectorStore
-    else:
-        from llama_index.vector_stores.qdrant import QdrantVectorStore
+    """The two collections through LlamaIndex's QdrantVectorStore: local folder, or server."""
+    from rag.stores.local import LocalQdrantVectorStore, ServerQdrantVectorStore
 
-    extra: dict[str, Any] = {}
-    if aclient is not None:
-        extra["aclient"] = aclient
-    for name in ("shard_number", "replication_factor"):
-        value = getattr(settings, name, None)
-        if value:
-            extra[name] = value
-    make = lambda collection: QdrantVectorStore(collection_name=collection, client=client, **extra)  # noqa: E731
+    if aclient is None:
+        make = lambda name: LocalQdrantVectorStore(collection_name=name, client=client)  # noqa: E731
+    else:
+        # shards and replicas apply when the server creates a collection (None: its default)
+        extra = {"aclient": aclient, "shard_number": settings.shard_number,
+                 "replication_factor": settings.replication_factor}
+        make = lambda name: ServerQdrantVectorStore(collection_name=name, client=client, **extra)  # noqa: E731
     return make(settings.text_collection), make(settings.image_collection)
 
 
@@ -113,11 +94,14 @@ def open_edge_stores(settings: Settings) -> StorePair:
     return StorePair(text, image, "edge", str(root), [text.close, image.close])
 
 
-def edge_options(settings: Settings) -> dict[str, Any]:
-    """HNSW and quantization options for qdrant-edge from settings (only those set)."""
-    names = {"hnsw_m": "hnsw_m", "hnsw_ef_construct": "hnsw_ef_construct",
-             "hnsw_ef": "hnsw_ef", "quantization": "quantization"}
-    return {arg: getattr(settings, key) for key, arg in names.items() if getattr(settings, key, None)}
+def edge_options(settings: Settings) -> Dict[str, Any]:
+    """HNSW and quantization options for qdrant-edge, from the settings."""
+    return {
+        "hnsw_m": settings.hnsw_m,
+        "hnsw_ef_construct": settings.hnsw_ef_construct,
+        "hnsw_ef": settings.hnsw_ef,
+        "quantization": None if settings.quantization == "none" else settings.quantization,
+    }
 
 
 def detect_embedded_format(storage: Path) -> Optional[str]:
@@ -134,8 +118,6 @@ def open_stores(settings: Settings) -> StorePair:
     """The two vector stores for these settings (see the module docstring)."""
     if settings.uses_server:
         return open_server_stores(settings)
-    if settings.store not in STORE_KINDS:
-        raise StorageError(f"unknown RAG_STORE {settings.store!r}: expected one of {', '.join(STORE_KINDS)}")
     existing = detect_embedded_format(settings.storage)
     if existing and existing != settings.store:
         raise StorageError(

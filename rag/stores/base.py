@@ -1,0 +1,96 @@
+"""What the index needs from a collection beyond LlamaIndex's vector-store contract.
+
+Every backend (the embedded qdrant-edge store, qdrant-client's local folder mode, a Qdrant
+server) implements `Collection`, so callers ask instead of probing with `hasattr`:
+
+- `count()`: exact number of points (0 before the collection exists);
+- `has_points()`: whether there is any point, answered without visiting every point;
+- `build_search_graph()`: index new points in the search graph now (a no-op where the engine
+  does it by itself or has no graph); True when anything was built;
+- `unindexed()`: points outside the search graph, which every query scans exactly.
+
+`QdrantClientCollection` implements them once for the two qdrant-client backends;
+`ThreadedAsync` gives an embedded store LlamaIndex's async API by running the sync calls in a
+worker thread (the engine releases the GIL while it works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Collection(Protocol):
+    """A LlamaIndex vector store (add, delete, query, get_nodes) with the capabilities above."""
+
+    def count(self) -> int:
+        """Exact number of points."""
+
+    def has_points(self) -> bool:
+        """Whether any point is stored (cheap: no full count)."""
+
+    def build_search_graph(self) -> bool:
+        """Index new points in the search graph now; True when anything was built."""
+
+    def unindexed(self) -> int:
+        """Points the search graph does not hold yet (scanned exactly by every query)."""
+
+
+class QdrantClientCollection:
+    """`Collection` for LlamaIndex's `QdrantVectorStore` over a qdrant-client (local or server).
+
+    Mixed in before `QdrantVectorStore`: it reads that class's `client` and `collection_name`.
+    """
+
+    client: Any
+    collection_name: str
+
+    def _exists(self) -> bool:
+        return bool(self.client.collection_exists(self.collection_name))
+
+    def count(self) -> int:
+        """Exact number of points (0 before the first add creates the collection)."""
+        if not self._exists():
+            return 0
+        return int(self.client.count(self.collection_name, exact=True).count)
+
+    def has_points(self) -> bool:
+        """Any point? The collection's own statistics answer without counting."""
+        if not self._exists():
+            return False
+        return bool(self.client.get_collection(self.collection_name).points_count)
+
+    def build_search_graph(self) -> bool:
+        """Nothing to do: a server indexes in the background, local mode has no graph."""
+        return False
+
+    def unindexed(self) -> int:
+        """0: nothing waits for a graph build we could start (see `build_search_graph`)."""
+        return 0
+
+
+class ThreadedAsync:
+    """LlamaIndex's async vector-store methods as the sync ones run in a worker thread.
+
+    For stores without an async client: qdrant-edge, and qdrant-client's local folder mode
+    (where the stock store refuses async calls without an `AsyncQdrantClient`: stock defect 7).
+    """
+
+    async def async_add(self, nodes: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.add, nodes, **kwargs)  # type: ignore[attr-defined]
+
+    async def aquery(self, query: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.query, query, **kwargs)  # type: ignore[attr-defined]
+
+    async def aget_nodes(self, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.get_nodes, *args, **kwargs)  # type: ignore[attr-defined]
+
+    async def adelete(self, ref_doc_id: str, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.delete, ref_doc_id, **kwargs)  # type: ignore[attr-defined]
+
+    async def adelete_nodes(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.delete_nodes, *args, **kwargs)  # type: ignore[attr-defined]
+
+    async def aclear(self) -> None:
+        await asyncio.to_thread(self.clear)  # type: ignore[attr-defined]
