@@ -27,7 +27,7 @@ def test_article_ranking_follows_the_best_passage():
 
 def test_settings_select_signals():
     s = FusionSettings().without("clip", "article")
-    assert s.signals == ("dense", "bm25", "words", "words_bm25")
+    assert s.signals == ("dense", "bm25", "clip_image", "words", "words_bm25")
     with pytest.raises(ValueError, match="unknown signals colour"):
         FusionSettings().using("dense", "colour")
     legs = {"dense": [("a", 0.9), ("b", 0.1)], "bm25": [("b", 5.0)]}
