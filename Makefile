@@ -29,7 +29,8 @@ test-all: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[notebooks]'
-	$(BIN)/jupyter lab notebooks/
+	# Jupyter refuses to start as root unless told to (containers often run as root).
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	$(BIN)/python bench/stores.py
@@ -37,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/query.py
 
 clean:
-	rm -rf $(VENV) storage storage-demo-stand-ins storage-stand-in-models .pytest_cache
+	rm -rf $(VENV) storage storage-demo-stand-ins storage-demo-random-stand-ins storage-stand-in-models .pytest_cache

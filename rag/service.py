@@ -7,7 +7,7 @@ HTTP unchanged.
     from rag import RagService
 
     with RagService() as rag:                     # settings from RAG_* variables
-        rag.ingest(["data/sample"])
+        rag.ingest(["my-articles/"])
         for hit in rag.search("a cup of coffee").hits:
             print(hit.modality, hit.title, hit.score)
         print(rag.ask("Who wrote one of the first compilers?"))
@@ -83,10 +83,10 @@ class RagService:
 
     # -- the API -------------------------------------------------------------------------
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
-        """Passages and images for a text and/or image query (`SearchRequest` fields as options)."""
+        """Passages and images in one ranked list for a text and/or image query (`SearchRequest` fields)."""
         req = _request(SearchRequest, request, "query", options)
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
-                                     filters=req.filters or None)
+                                     filters=req.filters or None, limit=req.limit, min_images=req.min_images)
         return SearchResult(hits)
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,8 @@ def settings(tmp_path, tiny_models) -> Settings:
 @pytest.fixture(scope="session")
 def shared_embeddings(tiny_models):
     """The tiny models loaded once (loading is the slow part of many tests)."""
-    from rag.models.embeddings import load_image_embedding, load_text_embedding
+    from rag.models.image import load_image_embedding
+    from rag.models.text import load_text_embedding
 
     s = Settings(text_model=str(tiny_models["text"]), image_model=str(tiny_models["image"]))
     return {"text": load_text_embedding(s), "image": load_image_embedding(s)}
@@ -65,6 +68,13 @@ def open_test_index(settings, shared_embeddings):
     yield opener
     for index in opened:
         index.close()
+
+
+def run_python(code: str, timeout: float = 120) -> str:
+    """Run `code` in a fresh interpreter (this one's environment); its stdout, stripped."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def photo(name: str) -> Path:

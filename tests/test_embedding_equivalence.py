@@ -2,7 +2,7 @@
 
 The reference is the model run by hand with transformers in fp32 (mean pooling for a plain
 BERT folder, as sentence-transformers does; CLIP's image and text towers), L2-normalised.
-Tolerances are `rag.models.embeddings.PRECISION_MIN_COSINE`: fp32 >= 0.99999, bf16 >= 0.999.
+Tolerances are `rag.models.precision.PRECISION_MIN_COSINE`: fp32 >= 0.99999, bf16 >= 0.999.
 int8 is opt-in only: it never comes out of `auto`, and asking for it warns and says what it
 trades. No timing is asserted here (bench/ingest.py measures speed).
 """
@@ -12,27 +12,22 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from rag.models import embeddings as emb
 from rag.config import Settings
-from rag.models.embeddings import (
-    PRECISION_MIN_COSINE,
-    ClipTransformersEmbedding,
-    load_image_embedding,
-    load_text_embedding,
-    precision_label,
-    prefetch,
-    resolve_precision,
-)
+from rag.models import precision as emb
+from rag.models.batching import prefetch
+from rag.models.clip import ClipTransformersEmbedding
+from rag.models.image import load_image_embedding
+from rag.models.precision import PRECISION_MIN_COSINE, precision_label, resolve_precision
+from rag.models.text import load_text_embedding
 from rag.errors import ModelLoadError
 
-from conftest import photo
+from conftest import photo, run_python
 
 PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "moon.png", "horse.png", "camera.png"]
 TEXTS = [
@@ -276,9 +271,6 @@ def test_prefetch_passes_errors_through_in_order():
 
 def test_opening_and_counting_an_index_imports_no_model_library(tmp_path):
     """`rag info`, and `rag search` up to the first query, must not pay for torch/transformers imports."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from rag.config import Settings\n"
@@ -290,9 +282,7 @@ def test_opening_and_counting_an_index_imports_no_model_library(tmp_path):
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ""
+    assert run_python(code) == ""
 
 
 def test_a_passages_only_search_does_not_load_clip(settings, shared_embeddings, corpus):

@@ -11,7 +11,10 @@ import torch
 from PIL import Image
 
 from rag.config import BGE_QUERY_INSTRUCTION, Settings
-from rag.models.embeddings import ClipTransformersEmbedding, load_image_embedding, load_text_embedding, query_instruction_for
+from rag.models.clip import ClipTransformersEmbedding
+from rag.media.images import open_image
+from rag.models.image import image_batch_pipeline, load_image_embedding
+from rag.models.text import load_text_embedding, query_instruction_for
 from rag.errors import ModelLoadError
 
 from conftest import photo
@@ -134,3 +137,35 @@ def test_stock_clip_backend_without_clip_package_says_what_to_install(monkeypatc
     monkeypatch.setitem(sys.modules, "clip", None)
     with pytest.raises(ModelLoadError, match=r"RAG_IMAGE_BACKEND=clip: ClipEmbedding requires"):
         load_image_embedding(Settings(image_backend="clip"))
+
+
+def test_image_batch_pipeline_feeds_each_kind_of_model(shared_embeddings):
+    paths = [photo(name) for name in PHOTOS[:2]]
+    images = [open_image(p) for p in paths]
+
+    clip = shared_embeddings["image"]  # ours: pixel tensors made in the decoder threads
+    ours = image_batch_pipeline(clip)
+    assert ours.prepare == clip.preprocess
+    assert np.allclose(ours.embed([ours.prepare(i) for i in images], paths), clip.embed_image_batch(images), atol=1e-6)
+
+    class Decoded:  # any model with embed_image_batch gets the decoded images
+        seen: list = []
+
+        def embed_image_batch(self, batch):
+            self.seen.append(batch)
+            return [[float(len(batch))]] * len(batch)
+
+    decoded = image_batch_pipeline(Decoded())
+    assert decoded.prepare is None and decoded.embed(images, paths) == [[2.0], [2.0]]
+    assert Decoded.seen == [images]
+
+    class Stock:  # the stock backend opens the files itself
+        files: list = []
+
+        def get_image_embedding_batch(self, files):
+            self.files.append(files)
+            return [[1.0]] * len(files)
+
+    stock = image_batch_pipeline(Stock())
+    assert stock.prepare is None and stock.embed(images, paths) == [[1.0], [1.0]]
+    assert Stock.files == [[str(p) for p in paths]]

@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-SAMPLE = ROOT / "data" / "sample"
+SAMPLE = ROOT / "rag" / "sample"
 STRIP = (".venv/bin/jupyter nbconvert --clear-output --inplace --ClearMetadataPreprocessor.enabled=True "
          "--ClearMetadataPreprocessor.preserve_nb_metadata_mask=kernelspec notebooks/*.ipynb")
 CELL_TIMEOUT = 300  # seconds per cell; the whole run takes well under a minute with tiny models

@@ -10,11 +10,12 @@ import pytest
 
 from rag.media.images import open_image
 from rag.corpus.manifest import read_manifest
+from rag.demo import sample_corpus
 from rag.index.core import RagIndex
 from rag.index.ingest import ingest
 from rag.search.retriever import Retriever
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+SAMPLE = sample_corpus()
 
 
 def test_manifest_describes_every_article_and_image():

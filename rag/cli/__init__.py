@@ -24,13 +24,7 @@ def _register() -> None:
     import importlib
 
     for name in ("ingest", "search", "info", "fetch", "ask", "demo", "migrate", "eval"):
-        try:
-            module = importlib.import_module(f"rag.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rag.cli.{name}":
-                continue  # that command is not built yet
-            raise
-        main.add_command(module.command)
+        main.add_command(importlib.import_module(f"rag.cli.{name}").command)
 
 
 _register()

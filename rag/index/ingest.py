@@ -229,25 +229,17 @@ class Ingestor:
             return
         embedding = self.index.image_embedding
         batch_size = max(1, min(IMAGE_GROUP, getattr(embedding, "embed_batch_size", 16)))
-        # Our CLIP: the workers also resize and normalise, so the main thread only runs the model.
-        # Other models with `embed_image_batch`: decoded images. The stock backend: file paths.
-        from rag.models.embeddings import ClipTransformersEmbedding
+        # What the decoder threads prepare and how a batch is embedded depend on the model.
+        from rag.models.image import image_batch_pipeline
 
-        prepare: Optional[Callable[[Any], Any]] = None
-        if isinstance(embedding, ClipTransformersEmbedding):
-            prepare, batch_embed = embedding.preprocess, embedding.embed_pixel_batch
-        else:
-            batch_embed = getattr(embedding, "embed_image_batch", None)
+        pipeline = image_batch_pipeline(embedding)
         group: List[PendingFile] = []
         pixels: List[Any] = []
 
         def flush() -> None:
             if not group:
                 return
-            if batch_embed is not None:
-                vectors = batch_embed(pixels)
-            else:  # the stock backend reads the files itself
-                vectors = embedding.get_image_embedding_batch([str(i.source.path) for i in group])
+            vectors = pipeline.embed(pixels, [i.source.path for i in group])
             for item, vector in zip(group, vectors):
                 node = image_node_for(item)
                 node.embedding = vector
@@ -258,7 +250,7 @@ class Ingestor:
             pixels.clear()
 
         with self.bar(len(pending), "Embedding images") as bar:
-            for item, image in self.decoded_images(pending, prepare, ahead=2 * batch_size):
+            for item, image in self.decoded_images(pending, pipeline.prepare, ahead=2 * batch_size):
                 if isinstance(image, BadInputError):
                     self.skip(item.source.path, str(image).split(": ", 1)[-1])
                     bar.update(1)

@@ -1,0 +1,92 @@
+"""The text model: BGE (or any sentence-transformers model) through
+`llama-index-embeddings-huggingface`, with BGE's query instruction on queries and a precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import Field
+
+from rag.config import BGE_QUERY_INSTRUCTION, Settings
+from rag.models.hub import configure_threads, describe_load_failure, prefer_local_files, quiet_model_loading, resolve_device
+from rag.models.precision import precision_context, prepare_model, resolve_precision
+
+
+def query_instruction_for(model_name: str, configured: Optional[str]) -> str:
+    """The instruction prepended to text queries: configured, else BGE's for BGE models."""
+    if configured is not None:
+        return configured
+    return BGE_QUERY_INSTRUCTION if "bge" in Path(model_name).name.lower() else ""
+
+
+_TEXT_EMBEDDING_CLASS: Any = None
+
+
+def text_embedding_class() -> Any:
+    """`HuggingFaceEmbedding` with a precision: its forward passes run in bf16 autocast when asked.
+
+    Built on first use, so that importing this module does not import sentence-transformers.
+    """
+    global _TEXT_EMBEDDING_CLASS
+    if _TEXT_EMBEDDING_CLASS is not None:
+        return _TEXT_EMBEDDING_CLASS
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    class RagTextEmbedding(HuggingFaceEmbedding):
+        """HuggingFaceEmbedding (sentence-transformers) whose forward pass honours `precision`."""
+
+        precision: str = Field(default="fp32", description="fp32, bf16 (autocast) or int8 (dynamic quantization)")
+
+        def __init__(self, *args: Any, precision: str = "fp32", **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.precision = resolve_precision(precision, str(self._device))
+            prepare_model(self._model, self.precision)
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "RagTextEmbedding"
+
+        def _embed(self, inputs: List[Any], prompt_name: Optional[str] = None) -> List[List[float]]:
+            # Autocast state is per thread: enter it here, in the thread that runs the forward pass.
+            with precision_context(self.precision, str(self._device)):
+                return super()._embed(inputs, prompt_name)
+
+    _TEXT_EMBEDDING_CLASS = RagTextEmbedding
+    return RagTextEmbedding
+
+
+def load_text_embedding(settings: Settings) -> BaseEmbedding:
+    """BGE (or any sentence-transformers model) as a LlamaIndex embedding (a `HuggingFaceEmbedding`)."""
+    name = settings.text_model
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    cls = text_embedding_class()
+    quiet_model_loading()
+    prefer_local_files(name)
+    configure_threads(settings)
+    try:
+        return cls(
+            model_name=name,
+            query_instruction=query_instruction_for(name, settings.text_query_instruction) or None,
+            # An explicit empty string keeps LlamaIndex from guessing one from the name.
+            text_instruction="",
+            normalize=True,
+            embed_batch_size=settings.text_batch_size,
+            device=device,
+            max_length=512,
+            precision=precision,
+        )
+    except Exception as exc:  # any loader failure becomes one clear message
+        raise describe_load_failure("text", name, "RAG_TEXT_MODEL", exc) from exc
+
+
+def load_text_tokenizer(settings: Settings) -> Any:
+    """The text model's own tokenizer, used to size chunks in its tokens."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(settings.text_model)
+    except Exception as exc:
+        raise describe_load_failure("text", settings.text_model, "RAG_TEXT_MODEL", exc) from exc
