@@ -14,7 +14,7 @@ from rag.eval.datasets import EvalQuery, LabelledSet, load_beir, load_karpathy, 
 from rag.eval.metrics import dedupe, mean_scores, mrr_at, ndcg_at, recall_at, score_query, success_at
 from rag.eval.runner import evaluate, evaluate_karpathy, hit_key, karpathy_recalls
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parent.parent / "rag" / "sample"
 
 
 # -- metrics -----------------------------------------------------------------------------

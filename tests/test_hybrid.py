@@ -16,7 +16,7 @@ from rag.index.ingest import ingest
 from rag.index.signals import upgrade_signals
 from rag.search.retriever import Retriever
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parent.parent / "rag" / "sample"
 
 
 class Counting:

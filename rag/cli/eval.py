@@ -2,7 +2,7 @@
 
 Three kinds of labelled data:
 
-    rag eval data/sample                       # a corpus folder with questions.json
+    rag eval rag/sample                        # a corpus folder with questions.json (the sample)
     rag eval --beir path/to/scifact            # corpus.jsonl, queries.jsonl, qrels/test.tsv
     rag eval --karpathy dataset_flickr30k.json --images flickr30k-images   # CLIP, both ways
 

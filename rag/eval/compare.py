@@ -89,9 +89,13 @@ def groups_in(queries: Sequence[EvalQuery]) -> List[str]:
     for q in queries:
         if q.set:
             seen[q.set] = None
+    kinds: Dict[str, Dict[str, None]] = {}
     for q in queries:
         if q.set and q.kind:
-            seen[f"{q.set}/{q.kind}"] = None
+            kinds.setdefault(q.set, {})[q.kind] = None
+    for name, of_set in kinds.items():
+        if len(of_set) > 1:  # one kind only: its row would repeat the set's
+            seen.update({f"{name}/{kind}": None for kind in of_set})
     return list(seen)
 
 

@@ -155,7 +155,8 @@ class HybridSearch:
         if min_images > image_top_k and image_top:
             raise RagError(f"--min-images {min_images} is more than --image-top-k {image_top_k}")
         try:
-            ranking = fuse_all(text_top, image_top, settings, total, min_images=min(min_images, len(image_top)))
+            ranking = fuse_all(text_top, image_top, settings, total, min_images=min(min_images, len(image_top)),
+                               picture_query=not query)
         except ValueError as exc:
             raise RagError(str(exc)) from None
         self._fetch("text", [f.id[1] for f in ranking.items if f.id[0] == "text"], text_nodes)

@@ -93,15 +93,18 @@ class Ranking:
 
 
 def fuse_all(text: Sequence[Fused], images: Sequence[Fused], settings: FusionSettings, limit: int,
-             min_images: int = 0, min_text: int = 0) -> Ranking:
+             min_images: int = 0, min_text: int = 0, picture_query: bool = False) -> Ranking:
     """Passages and images in one list: their two rankings fused, then the per-kind minimums.
 
     Items are keyed `("text", id)` / `("image", id)`; each keeps the signals of its modality.
+    `image_weight` weighs the images against the passages of a worded query; for a query
+    that is only a picture, it weighs the passages against the images instead.
     """
     text_list = [(("text", f.id), f.score) for f in text]
     image_list = [(("image", f.id), f.score) for f in images]
     lists = {name: ranked for name, ranked in (("text", text_list), ("image", image_list)) if ranked}
-    weights = {"image": settings.image_weight} if "image" in lists else {}
+    other = "text" if picture_query else "image"
+    weights = {other: settings.image_weight} if other in lists else {}
     if settings.method == "rrf":
         merged = rrf(lists, k=settings.k, weights=weights)
     else:
