@@ -73,12 +73,16 @@ def test_migrate_signals_command(settings, shared_embeddings, corpus):
     search = CliRunner().invoke(main, ["search", "moon", "--storage", str(settings.storage)], env=env)
     assert search.exit_code == 0
     assert f"note: the index in {settings.storage} was built before lexical and caption signals" in search.stderr
+    info = CliRunner().invoke(main, ["info", "--storage", str(settings.storage)], env=env).stdout
+    assert "Signals:  none (an index built before them): rag migrate --signals adds them" in info
     result = CliRunner().invoke(main, ["migrate", "--signals", "--storage", str(settings.storage)], env=env)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (f"Built the signals of {settings.storage}: 3 passages, 3 images "
                                      "(no image embedded again).")
     search = CliRunner().invoke(main, ["search", "moon", "--storage", str(settings.storage)], env=env)
     assert "note:" not in search.stderr and "found by: " in search.stdout
+    info = CliRunner().invoke(main, ["info", "--storage", str(settings.storage), "--json"], env=env).stdout
+    assert json.loads(info)["signals"] == {"text": 3, "image": 3}
 
 
 @pytest.fixture
