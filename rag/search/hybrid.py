@@ -107,12 +107,13 @@ class HybridSearch:
         store = self.signals.get(kind)
         if store is None or not store.exists() or not ranked:
             return []
-        keys: Dict[str, Optional[str]] = {}
-        missing = [f.id for f in ranked if f.id not in nodes]
-        self._fetch(("text" if kind == "image" else "image"), missing, nodes)
-        for f in ranked:
-            node = nodes.get(f.id)
-            keys[f.id] = article_key(node.metadata) if node is not None else None
+        # the articles of the ranked items: from nodes at hand, else from the other modality's
+        # signal store (its payload names the article; no node is read)
+        keys: Dict[str, Optional[str]] = {f.id: article_key(nodes[f.id].metadata) for f in ranked if f.id in nodes}
+        other = self.signals.get("text" if kind == "image" else "image")
+        missing = [f.id for f in ranked if f.id not in keys]
+        if missing and other is not None and other.exists():
+            keys.update(other.article_keys(missing))
         wanted = [k for k in dict.fromkeys(keys.values()) if k]
         members = store.ids_of_articles(wanted[:limit], flt=_edge_filter(filters), limit=limit * 4)
         return article_ranking([(f.id, f.score) for f in ranked], keys, members)[:limit]

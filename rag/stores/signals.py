@@ -211,6 +211,18 @@ class SignalStore:
         return {name: [(p.payload[NODE_ID_KEY], float(p.score)) for p in points]
                 for name, points in zip(legs, results)}
 
+    def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
+        """node id -> article key (url, else title) for these nodes, from the payload alone."""
+        if not node_ids:
+            return {}
+        with self._lock:
+            if self._shard is None:
+                return {}
+            condition = qe.HasIdCondition({point_id_for(n) for n in node_ids})
+            records, _ = self._shard.scroll(qe.ScrollRequest(limit=len(node_ids), filter=qe.Filter(must=[condition]),
+                                                             with_payload=[NODE_ID_KEY, "url", "title"]))
+        return {r.payload[NODE_ID_KEY]: (r.payload.get("url") or r.payload.get("title")) for r in records}
+
     def ids_of_articles(self, keys: Sequence[str], flt: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
         """node id -> article key (url, else title) of the points of these articles."""
         if not keys:
