@@ -84,9 +84,17 @@ class RagService:
     # -- the API -------------------------------------------------------------------------
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
         """Passages and images in one ranked list for a text and/or image query (`SearchRequest` fields)."""
+        from rag.errors import BadInputError
+        from rag.search.signals import FusionSettings
+
         req = _request(SearchRequest, request, "query", options)
+        try:
+            fusion = FusionSettings.from_options(req.signals, req.fusion, req.mmr)
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
-                                     filters=req.filters or None, limit=req.limit, min_images=req.min_images)
+                                     filters=req.filters or None, limit=req.limit, min_images=req.min_images,
+                                     fusion=fusion)
         return SearchResult(hits)
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:

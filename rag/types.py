@@ -93,6 +93,9 @@ class SearchRequest(_Plain):
     filters: Dict[str, Any] = field(default_factory=dict)
     limit: Optional[int] = None  # hits in all (default: top_k + image_top_k)
     min_images: int = 0  # images kept in the list when any matched
+    signals: Optional[List[str]] = None  # the signals to rank by (None: all of them)
+    fusion: Optional[str] = None  # "dbsf" (default) or "rrf"
+    mmr: Optional[float] = None  # MMR lambda for the passages (None: off)
 
 
 @dataclass

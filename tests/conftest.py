@@ -104,3 +104,23 @@ class FakeRetriever:
     def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
         self.calls.append(dict(query=query, image=image, top_k=top_k, image_top_k=image_top_k, filters=filters))
         return list(self.hits)
+
+
+@pytest.fixture
+def fake_retrieval_module(monkeypatch):
+    """Make the CLI's RagService search with the given retriever (no index is opened)."""
+    import types
+
+    import rag.cli.common
+    from rag.service import RagService
+
+    def install(retriever):
+        class FakeService(RagService):
+            pass
+
+        FakeService.retriever = retriever  # shadows the property that would open the index
+        no_index = types.SimpleNamespace(close=lambda: None)
+        monkeypatch.setattr(rag.cli.common, "open_service", lambda settings: FakeService(settings, index=no_index))
+        return retriever
+
+    return install

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -61,22 +59,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-@pytest.fixture
-def fake_retrieval_module(monkeypatch):
-    def install(retriever):
-        module = types.ModuleType("rag.search.retriever")
-        module.open_retriever = lambda settings: retriever
-        monkeypatch.setitem(sys.modules, "rag.search.retriever", module)
-        import rag.search
-
-        monkeypatch.setattr(rag.search, "retriever", module, raising=False)
-        return retriever
-
-    return install
-
-
 
 
 # --------------------------------------------------------------------------- sources and prompt

@@ -44,7 +44,9 @@ def test_search_json_hits(run, corpus):
     run("ingest", str(corpus), "-q")
     result = run("search", "the moon", "--top-k", "2", "--image-top-k", "1", "--json")
     assert result.exit_code == 0
-    hits = json.loads(result.stdout)
+    data = json.loads(result.stdout)  # an object now (was a bare list of hits)
+    assert (data["query"], data["image"], data["filters"]) == ("the moon", None, {})
+    hits = data["hits"]
     assert sorted(h["modality"] for h in hits) == ["image", "text", "text"]
     for hit in hits:
         assert {"modality", "score", "source", "title", "signals"} <= set(hit)
@@ -57,7 +59,7 @@ def test_search_json_hits(run, corpus):
 def test_search_by_image_with_empty_query(run, corpus):
     run("ingest", str(corpus), "-q")
     result = run("search", "--image", str(corpus / "coffee.png"), "--json")
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]
     images = [h for h in hits if h["modality"] == "image"]
     assert images[0]["image_path"] == str((corpus / "coffee.png").resolve())
     assert images[0]["signals"]["clip_image"]["rank"] == 1
@@ -69,15 +71,16 @@ def test_search_by_image_with_empty_query(run, corpus):
 def test_search_with_filter(run, corpus):
     run("ingest", str(corpus), "-q")
     result = run("search", "anything", "--filter", "title=Moon", "--json")
-    assert [(h["modality"], h["title"]) for h in json.loads(result.stdout)] == [("text", "Moon")]
+    assert [(h["modality"], h["title"]) for h in json.loads(result.stdout)["hits"]] == [("text", "Moon")]
     bad = run("search", "x", "--filter", "oops")
     assert bad.exit_code == 2 and "'oops' is not KEY=VALUE" in bad.output
 
 
 def test_search_without_query_or_image_says_what_to_do(run):
     result = run("search")
-    assert result.exit_code == 1
-    assert result.output.strip() == "Error: nothing to search for: give a text query, an image (--image PATH), or both"
+    assert result.exit_code == 2  # a usage error now (was 1)
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: nothing to search for: give a text query, an image (--image PATH), or both")
 
 
 def test_info_json(run, corpus, settings):

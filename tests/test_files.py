@@ -62,3 +62,28 @@ def test_a_manifest_limits_its_folder_to_the_files_it_lists(tmp_path):
 def test_malformed_manifest_line_is_named():
     with pytest.raises(ValueError, match=r"m\.jsonl:2: not valid JSON"):
         list(parse_manifest_lines(['{"kind": "image", "path": "a.png"}', "{oops"], origin="m.jsonl"))
+
+
+def test_bad_input_error_carries_path_and_reason():
+    with pytest.raises(BadInputError) as caught:
+        decode_text(b"", "notes/a.md")
+    assert (caught.value.path, caught.value.reason) == ("notes/a.md", "empty text file")
+    assert str(caught.value) == "notes/a.md: empty text file"
+    plain = BadInputError("language code 'x' is not valid")
+    assert (plain.path, plain.reason, str(plain)) == (None, "language code 'x' is not valid", "language code 'x' is not valid")
+
+
+def test_manifest_model_round_trip(tmp_path):
+    from rag.corpus.manifest import Manifest, read_manifest
+
+    manifest = Manifest(tmp_path)
+    manifest.put({"kind": "article", "path": "./A/article.md", "title": "A"})
+    manifest.put({"kind": "image", "path": "A/x.jpg", "file_title": "File:X.jpg"})
+    manifest.put({"kind": "article", "path": "A/article.md", "title": "A2"})  # same path, another spelling
+    manifest.save()
+    again = Manifest.load(tmp_path)
+    assert sorted(again.records) == ["A/article.md", "A/x.jpg"]
+    assert again.get("A//article.md")["title"] == "A2"
+    assert list(again.images_in("A")) == ["File:X.jpg"]
+    assert read_manifest(tmp_path)[(tmp_path / "A" / "x.jpg").resolve()]["kind"] == "image"
+    assert not list(tmp_path.glob(".*.part"))

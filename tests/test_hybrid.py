@@ -94,15 +94,15 @@ def run(settings):
 
 def test_search_options(run, corpus):
     run("ingest", str(corpus), "-q")
-    hits = json.loads(run("search", "the moon", "--limit", "2", "--min-images", "1", "--json").stdout)
+    hits = json.loads(run("search", "the moon", "--limit", "2", "--min-images", "1", "--json").stdout)["hits"]
     assert len(hits) == 2 and [h["modality"] for h in hits].count("image") == 1
-    hits = json.loads(run("search", "the moon", "--signals", "dense", "--image-top-k", "0", "--json").stdout)
+    hits = json.loads(run("search", "the moon", "--signals", "dense", "--image-top-k", "0", "--json").stdout)["hits"]
     assert {name for h in hits for name in h["signals"]} == {"dense"}
     bad = run("search", "moon", "--signals", "dense,colour")
-    assert bad.exit_code == 2 and "unknown signals colour" in bad.output
+    assert bad.exit_code == 1 and "Error: unknown signals colour: expected some of dense, bm25" in bad.output
     bad = run("search", "moon", "--min-images", "4", "--image-top-k", "3")
     assert bad.exit_code == 1 and "Error: --min-images 4 is more than --image-top-k 3" in bad.output
-    rrf = json.loads(run("search", "the moon", "--fusion", "rrf", "--json").stdout)
+    rrf = json.loads(run("search", "the moon", "--fusion", "rrf", "--json").stdout)["hits"]
     assert [h["score"] for h in rrf] == sorted((h["score"] for h in rrf), reverse=True)
 
 

@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import traceback
-import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -263,22 +262,6 @@ def engine_for(server_url, hits, **kw) -> RagQueryEngine:
     streaming = defaults.pop("streaming", False)
     return RagQueryEngine.from_settings(Settings(**defaults), FakeRetriever(hits),
                                         streaming=streaming)
-
-
-@pytest.fixture
-def fake_retrieval_module(monkeypatch):
-    """Install a stand-in `rag.search.retriever` whose open_retriever returns the given retriever."""
-
-    def install(retriever):
-        module = types.ModuleType("rag.search.retriever")
-        module.open_retriever = lambda settings: retriever
-        monkeypatch.setitem(sys.modules, "rag.search.retriever", module)
-        import rag.search
-
-        monkeypatch.setattr(rag.search, "retriever", module, raising=False)
-        return retriever
-
-    return install
 
 
 @pytest.fixture

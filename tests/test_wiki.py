@@ -142,6 +142,30 @@ class StandIn:
             step = self.plans[path].pop(0) if self.plans[path] else None
         if step is not None and step[0] == "delay":
             time.sleep(step[1])
+        elif step is not None and step[0] == "body":  # this answer instead of the usual one
+            _, content_type, body = step
+            self._send(request, 200, body, content_type)
+            return
+        elif step is not None and step[0] == "trickle":  # a byte at a time, slowly
+            _, interval, total = step
+            request.send_response(200)
+            request.send_header("Content-Type", "image/jpeg")
+            request.send_header("Content-Length", str(total))
+            request.end_headers()
+            for _ in range(total):
+                request.wfile.write(b"x")
+                request.wfile.flush()
+                time.sleep(interval)
+            return
+        elif step is not None and step[0] == "endless":  # a body that never ends (no length)
+            request.send_response(200)
+            request.send_header("Content-Type", step[1])
+            request.send_header("Connection", "close")
+            request.end_headers()
+            block = b"\xff\xd8\xff" + bytes(65533)
+            for _ in range(10_000):  # 640 MB at most: the client gives up long before
+                request.wfile.write(block)
+            return
         elif step is not None and step[0] == "status":
             _, code, headers = step
             body = b"<html><body>slow down</body></html>"
@@ -629,3 +653,13 @@ def test_api_errors_and_non_json(wiki: StandIn) -> None:
         client.get_json(wiki.base + "/images/thumb/cable-car.jpg", {}, hosts)
     with pytest.raises(FetchError, match="HTTP 404"):
         client.download(wiki.base + "/images/nope.jpg", hosts, max_bytes=1000)
+
+
+def test_the_wikipedia_package_is_left_untouched(wiki: StandIn, tmp_path: Path) -> None:
+    import wikipedia.wikipedia as module
+
+    before = {name: getattr(module, name) for name in ("_wiki_request", "API_URL", "USER_AGENT", "search", "summary")}
+    report = run(wiki, ["Batman", "Mercury"], tmp_path)
+    assert [a.status for a in report.articles] == ["fetched", "disambiguation"]
+    after = {name: getattr(module, name) for name in before}
+    assert all(after[name] is before[name] for name in before), after

@@ -8,15 +8,19 @@ from __future__ import annotations
 import click
 
 from rag import __version__
+from rag.cli.common import RagGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RagGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rag")
 def main() -> None:
     """Multimodal RAG: index articles with pictures, search them by text or image, ask questions.
 
     Settings come from RAG_* environment variables (RAG_STORAGE, RAG_TEXT_MODEL,
     RAG_IMAGE_MODEL, RAG_QDRANT_URL, RAG_QDRANT_API_KEY, RAG_LLM, ...); options override them.
+
+    Usage errors exit with status 2, other errors with 1. With --json, results and errors
+    are JSON objects on stdout. Shell completion: eval "$(_RAG_COMPLETE=bash_source rag)".
     """
 
 

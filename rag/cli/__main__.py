@@ -2,4 +2,4 @@
 
 from rag.cli import main
 
-main()
+main(prog_name="rag")

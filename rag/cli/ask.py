@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import click
 
-from rag.cli.common import emit_json, settings_from, stderr, user_errors
+from rag.cli.common import emit_json, filter_option, service_from, stderr, storage_options
+from rag.types import AskRequest
 
 
 def _print_sources(answer) -> None:  # answer: rag.answer.Answer
@@ -31,21 +32,26 @@ def _print_sources(answer) -> None:  # answer: rag.answer.Answer
               help="Passages to retrieve.")
 @click.option("--image-top-k", type=click.IntRange(min=0), default=3, show_default=True,
               help="Images to retrieve.")
+@filter_option
 @click.option("--llm", "llm", type=click.Choice(["none", "openai", "openai-like", "ollama"]),
               help="LLM backend (overrides RAG_LLM).")
 @click.option("--model", help="Model name (overrides RAG_LLM_MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer, sources and citations as JSON.")
 @click.option("--no-stream", is_flag=True, help="Print the answer once complete instead of as it arrives.")
-@user_errors
+@storage_options
 def command(
     question: str,
     image: Optional[Path],
     top_k: int,
     image_top_k: int,
+    filters: Dict[str, str],
     llm: Optional[str],
     model: Optional[str],
     as_json: bool,
     no_stream: bool,
+    storage: Any,
+    text_model: Optional[str],
+    image_model: Optional[str],
 ) -> None:
     """Answer QUESTION from the indexed passages and images, citing them as [1], [2], ...
 
@@ -58,25 +64,26 @@ def command(
     \b
     Examples:
       rag ask "When was the Eiffel Tower built?"
-      rag ask "What animal is this?" --image cat.jpg --json
+      rag ask "What animal is this?" --image rag/sample/images/domestic-cat-1.jpg --json
+      rag ask "What is it made of?" --filter title="Eiffel Tower"
       RAG_LLM=ollama RAG_LLM_MODEL=qwen2.5vl rag ask "What colour is the tower?"
     """
-    from rag.answer.engine import RagQueryEngine
-    from rag.search.retriever import open_retriever  # imported here: tests replace it
-
-    settings = settings_from(llm=llm, llm_model=model)
-    retriever = open_retriever(settings)
-    engine = RagQueryEngine.from_settings(settings, retriever, top_k=top_k, image_top_k=image_top_k)
-    if as_json or no_stream or engine.llm is None:
-        answer = engine.ask(question, image=image)
-        if not as_json and answer.answer is not None:
-            click.echo(answer.answer)
-    else:
-        stream = engine.stream(question, image=image)
-        for delta in stream:
-            click.echo(delta, nl=False)
-        click.echo()
-        answer = stream.get_answer()
+    if not question.strip() and image is None:
+        raise click.UsageError("nothing to ask: give a QUESTION, an image (--image PATH), or both")
+    request = AskRequest(question=question, image=str(image) if image else None, top_k=top_k,
+                         image_top_k=image_top_k, filters=dict(filters))
+    with service_from(storage, text_model, image_model, llm=llm, llm_model=model) as service:
+        engine = service.query_engine(top_k, image_top_k)  # fails early on a misconfigured LLM
+        if as_json or no_stream or engine.llm is None:
+            answer = service.ask(request)
+            if not as_json and answer.answer is not None:
+                click.echo(answer.answer)
+        else:
+            stream = service.stream(request)
+            for delta in stream:
+                click.echo(delta, nl=False)
+            click.echo()
+            answer = stream.get_answer()
 
     if as_json:
         emit_json(answer.to_dict())

@@ -1,37 +1,127 @@
-"""Helpers shared by the subcommands: settings from options, JSON output, error mapping."""
+"""Helpers shared by the subcommands: options, settings, the service, output and error rules.
+
+The rules every command follows:
+
+- usage errors (bad options, missing arguments, paths that do not exist) exit with status 2,
+  other errors with 1; no traceback for either;
+- with `--json`, results are one JSON object on stdout, and so are errors:
+  `{"error": {"message": ..., "type": ...}}`;
+- hits are labelled "passage" or "image" in human output (`modality` "text"/"image" in JSON);
+- progress goes to stderr, and only when stderr is a terminal.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import click
 
 from rag.config import Settings
 from rag.errors import RagError
 
-
-def emit_json(data: Any) -> None:
-    """Print data as indented JSON on stdout."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def storage_options(func: Callable) -> Callable:
-    """--storage, --text-model and --image-model, which override RAG_* variables."""
-    func = click.option("--image-model", help="CLIP hub id or local folder [env RAG_IMAGE_MODEL]")(func)
-    func = click.option("--text-model", help="text model hub id or local folder [env RAG_TEXT_MODEL]")(func)
-    func = click.option("--storage", type=click.Path(file_okay=False),
-                        help="index folder [env RAG_STORAGE, default ./storage]")(func)
-    return func
+LABELS = {"text": "passage", "image": "image"}  # the human word for each JSON modality
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+INTERRUPTED = "Interrupted: what was committed is kept; run the same command again to finish."
 
 
-def settings_from(storage: Any = None, text_model: Any = None, image_model: Any = None, **extra: Any) -> Settings:
-    """Settings from the environment with the command's options on top."""
+# -- errors ----------------------------------------------------------------------------------
+class CommandError(click.ClickException):
+    """An error with a type name for `--json` output (exit status 1)."""
+
+    def __init__(self, message: str, kind: str = "Error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class JsonError(click.ClickException):
+    """Another error shown as `{"error": {"message", "type"}}` on stdout, with its exit status."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.exit_code = error.exit_code
+        self.kind = error_type(error)
+
+    def show(self, file: Any = None) -> None:
+        emit_json({"error": {"message": self.message, "type": self.kind}})
+
+
+def error_type(error: click.ClickException) -> str:
+    """The `type` an error has in JSON: UsageError, SettingsError, or the library's error class."""
+    if isinstance(error, click.UsageError):
+        return "UsageError"
+    return getattr(error, "kind", "Error")
+
+
+def wants_json(argv: Iterable[str]) -> bool:
+    """Did the command line ask for JSON (a `--json` before any `--`)?"""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+class RagGroup(click.Group):
+    """The `rag` group: library errors become one-line messages, JSON ones under `--json`."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        ctx.meta["rag.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RagError as exc:
+            error: click.ClickException = CommandError(str(exc), type(exc).__name__)
+        except JsonError:
+            raise
+        except click.ClickException as exc:
+            error = exc
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED, err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except OSError as exc:  # a disk or file problem the library did not foresee: name the file
+            error = CommandError(describe_os_error(exc), "OSError")
+        except Exception as exc:  # a bug: a short message, and the traceback saved for a report
+            error = CommandError(unexpected_error(exc), "InternalError")
+        if wants_json(ctx.meta.get("rag.argv", ())):
+            raise JsonError(error) from None
+        raise error from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`<file>: <reason>` for an OSError (the file first, as every other error names it)."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """Save the traceback of an unforeseen exception to a private file; the message names it."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = f"rag-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    path = os.path.join(tempfile.gettempdir(), name)
     try:
-        return Settings.from_env(storage=storage, text_model=text_model, image_model=image_model, **extra)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        saved = f"the traceback is saved in {path}"
+    except OSError:
+        saved = "the traceback could not be saved"
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return (f"unexpected {type(exc).__name__}{': ' + first if first else ''}. This is a bug in rag; "
+            f"{saved}: please attach it to a bug report.")
 
 
 def user_errors(func: Callable) -> Callable:
@@ -42,11 +132,92 @@ def user_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except RagError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise CommandError(str(exc), type(exc).__name__) from None
 
     return wrapper
+
+
+# -- options and settings --------------------------------------------------------------------
+def storage_options(func: Callable) -> Callable:
+    """--storage, --text-model and --image-model, which override RAG_* variables."""
+    func = click.option("--image-model", help="CLIP hub id or local folder [env RAG_IMAGE_MODEL]")(func)
+    func = click.option("--text-model", help="text model hub id or local folder [env RAG_TEXT_MODEL]")(func)
+    func = click.option("--storage", type=click.Path(file_okay=False),
+                        help="index folder [env RAG_STORAGE, default ./storage]")(func)
+    return func
+
+
+def filter_option(func: Callable) -> Callable:
+    """--filter KEY=VALUE (repeatable), parsed into a dict."""
+    return click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", callback=_parse_filters,
+                        help="Only hits whose metadata KEY equals VALUE (e.g. title=Moon); repeatable.")(func)
+
+
+def _parse_filters(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -> Dict[str, str]:
+    metadata: Dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        metadata[key] = value
+    return metadata
+
+
+def settings_from(storage: Any = None, text_model: Any = None, image_model: Any = None, **extra: Any) -> Settings:
+    """Settings from the environment with the command's options on top."""
+    try:
+        return Settings.from_env(storage=storage, text_model=text_model, image_model=image_model, **extra)
+    except ValueError as exc:
+        raise CommandError(str(exc), "SettingsError") from None
+
+
+def open_service(settings: Settings) -> Any:
+    """The `RagService` a command works through (tests replace this function)."""
+    from rag.service import RagService
+
+    return RagService(settings)
+
+
+def service_from(storage: Any = None, text_model: Any = None, image_model: Any = None, **extra: Any) -> Any:
+    """A `RagService` over the settings from the environment and the command's options."""
+    return open_service(settings_from(storage, text_model, image_model, **extra))
+
+
+# -- output ----------------------------------------------------------------------------------
+def emit_json(data: Any) -> None:
+    """Print data as indented JSON on stdout."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def stderr(message: str) -> None:
     """A line on standard error (progress and notes, never results)."""
     click.echo(message, err=True)
+
+
+def plural(count: int, word: str, many: Optional[str] = None) -> str:
+    """`1 passage`, `2 passages` (or the given plural form)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def show_progress(quiet: bool = False, as_json: bool = False) -> bool:
+    """Progress bars only when asked for and stderr is a terminal (never into pipes or logs)."""
+    if quiet or as_json:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}(?:\s+|$)", re.MULTILINE)
+
+
+def snippet(text: Optional[str], limit: int = 240) -> str:
+    """A passage on one line for terminals: Markdown heading markers dropped, whitespace folded."""
+    flat = " ".join(_HEADING.sub("", text or "").split())
+    return flat[:limit] + ("…" if len(flat) > limit else "")
+
+
+def describe_filters(filters: Dict[str, Any]) -> str:
+    """`title=Moon, year=1969` as typed on the command line."""
+    return ", ".join(f"{key}={value}" for key, value in filters.items())

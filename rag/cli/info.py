@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import click
 
-from rag.cli.common import emit_json, settings_from, storage_options, user_errors
+from rag.cli.common import emit_json, plural, service_from, storage_options
 
 
 @click.command("info")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @storage_options
-@user_errors
 def command(as_json, storage, text_model, image_model) -> None:
     """Show collections, point counts, models and storage location (loads no model)."""
-    from rag.index.core import open_index
-
-    with open_index(settings_from(storage, text_model, image_model)) as index:
-        info = index.info()
+    with service_from(storage, text_model, image_model) as service:
+        info = service.info()
     if as_json:
         emit_json(info)
         return
@@ -24,8 +21,8 @@ def command(as_json, storage, text_model, image_model) -> None:
     for kind, collection in info["collections"].items():
         unindexed = collection.get("unindexed", 0)
         scanned = f" ({unindexed} outside the HNSW graph, scanned exactly)" if unindexed else ""
-        click.echo(f"{kind.capitalize():<9} collection {collection['name']!r}: {collection['points']} points{scanned}, "
-                   f"model {info['models'][kind]}")
+        click.echo(f"{kind.capitalize():<9} collection {collection['name']!r}: {plural(collection['points'], 'point')}"
+                   f"{scanned}, model {info['models'][kind]}")
     click.echo(f"Files:    {info['files']} indexed")
     signals = info.get("signals")
     if signals:

@@ -1,47 +1,61 @@
-"""`rag migrate`: convert an index from qdrant-client's local folder format to qdrant-edge,
-or give an index built before the lexical and caption signals those signals."""
+"""`rag migrate`: convert an index from qdrant-client's local folder format to qdrant-edge
+(--to edge), or build the lexical and caption signals of an index made before them (--signals)."""
 
 from __future__ import annotations
 
 import click
 
-from rag.cli.common import settings_from, user_errors
+from rag.cli.common import emit_json, plural, settings_from, storage_options
 
 
 @click.command("migrate")
-@click.option("--storage", type=click.Path(file_okay=False), help="index folder [env RAG_STORAGE, default ./storage]")
 @click.option("--to", "target", type=click.Choice(["edge"]), default=None,
-              help="Target format (the embedded qdrant-edge engine).")
+              help="Target format (the embedded qdrant-edge engine) [default: edge, unless --signals alone].")
 @click.option("--signals", is_flag=True,
               help="Build the BM25 and image-word signals from the index's own payloads (no image is embedded again).")
-@user_errors
-def command(storage, target, signals) -> None:
-    """Copy an index built with RAG_STORE=local (qdrant-client's folder) into qdrant-edge
-    (--to edge), and/or build the lexical and caption signals of an older index (--signals).
+@click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
+@storage_options
+def command(target, signals, as_json, storage, text_model, image_model) -> None:
+    """Copy an index built with RAG_STORE=local (qdrant-client's folder) into qdrant-edge, and/or
+    (--signals) build the lexical and caption signals of an index made before them.
 
     Vectors and payloads are copied as they are: nothing is embedded again. The old folder
     is kept as <storage>/qdrant.migrated; delete it once you are happy. --signals reads the
     passages and the images' words from the index and embeds only those words, with the text
     model that built the index.
     """
-    settings = settings_from(storage)
-    if target is None and not signals:
-        target = "edge"
-    if target:
-        from rag.stores.migrate import migrate_local_to_edge
-
-        copied = migrate_local_to_edge(settings)
-        total = ", ".join(f"{n} {name} points" for name, n in copied.items())
-        click.echo(f"Migrated {settings.storage} to the {target} format: {total}. "
-                   f"The old index is kept in {settings.storage}/qdrant.migrated.")
+    settings = settings_from(storage, text_model, image_model)
+    if signals and target is None:
+        return _signals(settings, as_json)
+    _convert(settings, target or "edge", as_json)
     if signals:
-        from rag.index.core import RagIndex
-        from rag.index.signals import upgrade_signals
+        _signals(settings, as_json)
 
-        if settings.uses_server:
-            raise click.ClickException("--signals needs an embedded index (RAG_QDRANT_URL is set): "
-                                       "signals for Qdrant servers are not built yet")
-        with RagIndex(settings, check_models=False) as index:
-            counts = upgrade_signals(index)
-        click.echo(f"Built the signals of {settings.storage}: {counts['text']} passages, {counts['image']} images "
-                   "(no image embedded again).")
+
+def _signals(settings, as_json: bool) -> None:
+    from rag.index.core import RagIndex
+    from rag.index.signals import upgrade_signals
+
+    if settings.uses_server:
+        raise click.ClickException("--signals needs an embedded index (RAG_QDRANT_URL is set): "
+                                   "signals for Qdrant servers are not built yet")
+    with RagIndex(settings, check_models=False) as index:
+        counts = upgrade_signals(index)
+    if as_json:
+        emit_json({"storage": str(settings.storage), "signals": counts})
+        return
+    click.echo(f"Built the signals of {settings.storage}: {plural(counts['text'], 'passage')}, "
+               f"{plural(counts['image'], 'image')} (no image embedded again).")
+
+
+def _convert(settings, target: str, as_json: bool) -> None:
+    # Not through RagService: it converts a storage folder that the service cannot open yet.
+    from rag.stores.migrate import migrate_local_to_edge
+
+    copied = migrate_local_to_edge(settings)
+    kept = f"{settings.storage}/qdrant.migrated"
+    if as_json:
+        emit_json({"storage": str(settings.storage), "format": target, "copied": copied, "kept": kept})
+        return
+    total = ", ".join(plural(n, f"{name} point") for name, n in copied.items())
+    click.echo(f"Migrated {settings.storage} to the {target} format: {total}. The old index is kept in {kept}.")

@@ -10,7 +10,8 @@ Everything the Wikipedia fetcher sends goes through `PoliteSession`:
   `ratelimited` errors;
 * a per-request timeout;
 * downloads that never leave the allowed hosts: redirects are followed by hand and
-  every hop is checked, bodies are streamed and abandoned past a byte cap.
+  every hop is checked, bodies are streamed and abandoned past a byte cap (API answers
+  too) or past a total time cap (a server trickling bytes never holds a fetch for long).
 
 The clock and the sleep function are injectable so that tests run in milliseconds.
 """
@@ -27,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from rag import __version__
 from rag.errors import RagError
@@ -65,6 +67,10 @@ class ForeignHostError(FetchError):
 
 class TooLargeError(FetchError):
     """A response body is over the byte cap."""
+
+
+class TooSlowError(FetchError):
+    """A response took longer than the total time cap (a trickling server); not retried."""
 
 
 class ApiError(FetchError):
@@ -113,13 +119,16 @@ def wiki_hosts(api_url: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
 
 def check_url(url: str, allowed_hosts: Iterable[str], schemes: Iterable[str] = ("http", "https")) -> None:
     """Raise ForeignHostError unless `url` is http(s) on one of `allowed_hosts`."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = _host_port(url)
+    except ValueError as exc:
+        raise ForeignHostError(f"refused {url!r}: not a valid URL ({exc})") from None
     schemes = tuple(schemes)
     if parts.scheme not in schemes:
         raise ForeignHostError(f"refused {url!r}: scheme {parts.scheme or '(none)'!r} is not {' or '.join(schemes)}")
     if parts.username or parts.password:
         raise ForeignHostError(f"refused {url!r}: URLs with credentials are not followed")
-    host, port = _host_port(url)
     for entry in allowed_hosts:
         name, _, want_port = entry.partition(":")
         if name == host and (not want_port or want_port == str(port)):
@@ -159,6 +168,8 @@ class HttpPolicy:
     max_retry_after: float = 300.0  # a server asking for a longer wait makes us give up
     jitter: float = 0.1  # +- fraction added to backoff delays
     max_redirects: int = 5
+    max_time: float = 120.0  # seconds for one whole request, body included
+    max_api_bytes: int = 32 * 1024 * 1024  # an API answer larger than this is abandoned
 
 
 @dataclass
@@ -230,11 +241,15 @@ class PoliteSession:
         allowed = tuple(allowed_hosts)
 
         def parse(answer: _Answer) -> dict[str, Any]:
+            if not answer.content.strip():
+                raise FetchError(f"{url}: the answer is empty, not JSON; is this an api.php URL?")
             try:
                 data = json.loads(answer.content.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 head = answer.content[:80].decode("utf-8", "replace")
                 raise FetchError(f"{url}: the answer is not JSON (starts with {head!r}); is this an api.php URL?") from None
+            except RecursionError:
+                raise FetchError(f"{url}: the JSON answer is nested too deeply to read") from None
             if not isinstance(data, dict):
                 raise FetchError(f"{url}: expected a JSON object, got {type(data).__name__}")
             error = data.get("error")
@@ -246,7 +261,8 @@ class PoliteSession:
                 raise ApiError(code, info, url)
             return data
 
-        return self._get(url, dict(params), allowed, max_bytes=None, accept="application/json", parse=parse)[0]
+        max_bytes = self.policy.max_api_bytes
+        return self._get(url, dict(params), allowed, max_bytes=max_bytes, accept="application/json", parse=parse)[0]
 
     def download(
         self, url: str, allowed_hosts: Iterable[str], *, max_bytes: int, schemes: Iterable[str] = ("http", "https")
@@ -334,6 +350,7 @@ class PoliteSession:
     ) -> tuple[_Answer, Any]:
         self._throttle()
         self.requests_sent += 1
+        deadline = time.monotonic() + self.policy.max_time
         headers = {"User-Agent": self.user_agent, "Accept": accept}
         try:
             response = self._session.get(
@@ -348,6 +365,8 @@ class PoliteSession:
             raise _Retry(f"timed out after {self.policy.timeout:g} s") from None
         except requests.ConnectionError as exc:
             raise _Retry(f"connection failed ({_short(exc)})") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError) as exc:
+            raise FetchError(f"{url}: not a valid URL, or redirects to one ({_short(exc)})") from None
         with response:
             status = response.status_code
             if status in RETRY_STATUSES:
@@ -362,20 +381,34 @@ class PoliteSession:
             declared = response.headers.get("Content-Length", "")
             if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise TooLargeError(f"{url}: {int(declared):,} bytes is over the cap of {max_bytes:,}")
-            chunks: list[bytes] = []
-            size = 0
-            try:
-                for chunk in response.iter_content(chunk_size=65536):
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise TooLargeError(f"{url}: more than {max_bytes:,} bytes; download abandoned")
-                    chunks.append(chunk)
-            except requests.Timeout:
-                raise _Retry(f"timed out reading the body after {self.policy.timeout:g} s") from None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise _Retry(f"connection broke while reading ({_short(exc)})") from None
-            answer = _Answer(status, response.url, response.headers, content=b"".join(chunks))
+            content = self._read_body(response, url, max_bytes, deadline)
+            answer = _Answer(status, response.url, response.headers, content=content)
         return answer, (parse(answer) if parse else None)
+
+
+    def _read_body(self, response: requests.Response, url: str, max_bytes: Optional[int], deadline: float) -> bytes:
+        """The body, read as it arrives (one socket read at a time) within the byte and time caps."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.raw.read1(65536, decode_content=True)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise TooLargeError(f"{url}: more than {max_bytes:,} bytes; download abandoned")
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise TooSlowError(
+                        f"{url}: still sending after {self.policy.max_time:g} s ({size:,} bytes so far); "
+                        "download abandoned"
+                    )
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            raise _Retry(f"timed out reading the body after {self.policy.timeout:g} s") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as exc:
+            raise _Retry(f"connection broke while reading ({_short(exc)})") from None
+        return b"".join(chunks)
 
 
 def _short(exc: BaseException) -> str:

@@ -4,6 +4,11 @@ Node ids derive from the file's path and the hash of its bytes, so an unchanged 
 skipped without loading a model, a changed file replaces its nodes, and a crash part-way
 is repaired by running the same ingest again (the ledger is saved after every group).
 Bad files are reported with the reason and never remove what was indexed before.
+Which files are read at all (special files, links leading outside the folder, link loops,
+odd names) is decided by `rag.corpus.files.scan_paths`; see that module. Images that
+cannot be decoded, vanish after the scan, or are too small (under MIN_IMAGE_SIDE) or too
+elongated (over MAX_ASPECT_RATIO) for CLIP are skipped; animated and multi-page images
+contribute their first frame.
 """
 
 from __future__ import annotations
@@ -19,7 +24,18 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import ImageNode, NodeRelationship, RelatedNodeInfo, TextNode
 from tqdm.auto import tqdm
 
-from rag.corpus.files import SourceFile, Skipped, decode_text, scan_paths, sha256_bytes, title_and_body
+from rag.corpus.files import (
+    SourceFile,
+    Skipped,
+    MAX_TEXT_BYTES,
+    decode_text,
+    hash_source,
+    nfc_key,
+    read_source_bytes,
+    scan_paths,
+    sha256_bytes,
+    title_and_body,
+)
 from rag.media.images import open_image
 from rag.corpus.manifest import find_manifests
 from rag.errors import BadInputError
@@ -31,17 +47,23 @@ TEXT_GROUP = 256  # passages embedded and written per commit
 IMAGE_GROUP = 64  # images embedded and written per commit
 GRAPH_NOTICE = 5000  # say so before a graph build over this many new points (seconds, not ms)
 DECODE_WORKERS = 2  # threads decoding (and preprocessing) images ahead of the model
+# Images that cannot carry a picture CLIP can read: skipped, with the reason.
+MIN_IMAGE_SIDE = 8  # pixels, shorter side
+MAX_ASPECT_RATIO = 50  # longer side / shorter side (CLIP sees a centre square)
 # Manifest fields copied into node metadata (and so into every hit).
 MANIFEST_FIELDS = ("title", "url", "caption", "license", "attribution", "origin", "source_url", "lang")
 
 
 @dataclass
 class PendingFile:
+    """One new or changed file on its way into the index."""
+
     source: SourceFile
     sha256: str
     doc_id: str
     meta: Dict[str, Any]
-    nodes: List[Any] = field(default_factory=list)
+    text: Optional[str] = None  # decoded text of a text file, until it is chunked
+    nodes: List[Any] = field(default_factory=list)  # its nodes, once made (embedded before commit)
 
 
 def doc_id_for(path: Path) -> str:
@@ -100,6 +122,27 @@ def image_node_for(pending: PendingFile) -> ImageNode:
     return node
 
 
+def checked_image(path: Path, max_pixels: int) -> Any:
+    """The RGB image of a file, or BadInputError naming it: unreadable, vanished since the
+    scan, undecodable (whatever the decoder raised), too small or too elongated to embed."""
+    try:
+        image = open_image(path, max_pixels)
+    except BadInputError:
+        raise
+    except FileNotFoundError:
+        raise BadInputError(path, "vanished since the scan (no such file)") from None
+    except OSError as exc:
+        raise BadInputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    except Exception as exc:  # a decoder failing on hostile bytes: that file is skipped, the run goes on
+        raise BadInputError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
+    width, height = image.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadInputError(path, f"too elongated to embed ({width}x{height}; at most {MAX_ASPECT_RATIO}:1)")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise BadInputError(path, f"too small to embed ({width}x{height}; the shorter side must be >= {MIN_IMAGE_SIDE} px)")
+    return image
+
+
 def embed_input(node: TextNode) -> str:
     """What BGE reads for a passage: its article title, then the passage."""
     title = node.metadata.get("title")
@@ -131,34 +174,40 @@ class Ingestor:
     def skip(self, path: Any, reason: str) -> None:
         self.report.skipped.append(asdict(Skipped(str(path), reason)))
 
+    def skip_bad(self, item: PendingFile, exc: BadInputError) -> None:
+        """Record a file's BadInputError as skipped (its own path when it names one)."""
+        self.skip(exc.path or item.source.path, exc.reason)
+
     def bar(self, total: int, desc: str) -> tqdm:
         return tqdm(total=total, desc=desc, unit="item", disable=not self.progress or total == 0, leave=False)
 
     # -- planning --------------------------------------------------------------------
     def plan(self, paths: Sequence[Path]) -> List[PendingFile]:
         manifest = find_manifests(paths)
+        records = {nfc_key(path): record for path, record in manifest.items()}
         files, skipped, ignored = scan_paths(paths, listed=set(manifest))
         for item in skipped:
             self.skip(item.path, item.reason)
         self.report.ignored = len(ignored)
         pending = []
         for source in files:
-            try:
-                data = source.path.read_bytes()
-            except OSError as exc:
-                self.skip(source.path, f"cannot read file ({exc.strerror or exc})")
+            try:  # text is read once, here; images are only hashed (decoded later, in workers)
+                data = read_source_bytes(source.path, MAX_TEXT_BYTES) if source.modality == "text" else None
+                sha = sha256_bytes(data) if data is not None else hash_source(source.path)
+            except BadInputError as exc:
+                self.skip(source.path, exc.reason)
                 continue
-            sha = sha256_bytes(data)
             entry = self.index.ledger.files.get(str(source.path))
             if entry is not None and entry.sha256 == sha:
                 self.report.unchanged += 1
                 continue
-            item = PendingFile(source, sha, doc_id_for(source.path), base_metadata(source, sha, manifest.get(source.path, {})))
+            meta = base_metadata(source, sha, records.get(nfc_key(source.path), {}))
+            item = PendingFile(source, sha, doc_id_for(source.path), meta)
             if source.modality == "text":
                 try:
-                    item.nodes = [decode_text(data, str(source.path))]  # chunked once the tokenizer is loaded
+                    item.text = decode_text(data or b"", str(source.path))  # chunked once the tokenizer is loaded
                 except BadInputError as exc:
-                    self.skip(source.path, str(exc).split(": ", 1)[-1])
+                    self.skip_bad(item, exc)
                     continue
             pending.append(item)
         return pending
@@ -191,7 +240,8 @@ class Ingestor:
         splitter = make_splitter(tokenizer, self.index.settings.chunk_size, self.index.settings.chunk_overlap)
         ready = []
         for item in pending:
-            item.nodes = text_nodes_for(item, item.nodes[0], splitter)
+            item.nodes = text_nodes_for(item, item.text or "", splitter)
+            item.text = None  # the chunks hold it now
             if item.nodes:
                 ready.append(item)
             else:
@@ -217,7 +267,7 @@ class Ingestor:
 
         def load(item: PendingFile) -> Any:
             try:
-                image = open_image(item.source.path, max_pixels)
+                image = checked_image(item.source.path, max_pixels)
             except BadInputError as exc:
                 return exc
             return prepare(image) if prepare is not None else image
@@ -252,7 +302,7 @@ class Ingestor:
         with self.bar(len(pending), "Embedding images") as bar:
             for item, image in self.decoded_images(pending, pipeline.prepare, ahead=2 * batch_size):
                 if isinstance(image, BadInputError):
-                    self.skip(item.source.path, str(image).split(": ", 1)[-1])
+                    self.skip_bad(item, image)
                     bar.update(1)
                     continue
                 group.append(item)

@@ -44,9 +44,7 @@ class TooManyPixels(BadInputError):
     """An image whose header claims more pixels than the limit (a possible decompression bomb)."""
 
     def __init__(self, name: str, width: int, height: int, limit: int) -> None:
-        super().__init__(
-            f"{name}: {width}x{height} pixels is over the limit of {limit:,} (possible decompression bomb)"
-        )
+        super().__init__(name, f"{width}x{height} pixels is over the limit of {limit:,} (possible decompression bomb)")
         self.width, self.height, self.limit = width, height, limit
 
 
@@ -74,20 +72,20 @@ def open_checked(
     """
     if isinstance(source, Path):
         if source.suffix.lower() == ".svg":
-            raise BadInputError(f"{name}: SVG is a vector format; it is not supported (convert it to PNG)")
+            raise BadInputError(name, "SVG is a vector format; it is not supported (convert it to PNG)")
         size = source.stat().st_size
         if size == 0:
-            raise BadInputError(f"{name}: empty file (0 bytes)")
+            raise BadInputError(name, "empty file (0 bytes)")
         with source.open("rb") as handle:
             head = handle.read(512)
     else:
         head = source.getvalue()[:512]
         if not head:
-            raise BadInputError(f"{name}: empty file (0 bytes)")
+            raise BadInputError(name, "empty file (0 bytes)")
     if _looks_like_svg(head):
-        raise BadInputError(f"{name}: SVG is a vector format; it is not supported (convert it to PNG)")
+        raise BadInputError(name, "SVG is a vector format; it is not supported (convert it to PNG)")
     if _looks_like_html(head):
-        raise BadInputError(f"{name}: an HTML page, not an image")
+        raise BadInputError(name, "an HTML page, not an image")
 
     # Image.open reads only the header: check the size ourselves before any pixel is decoded.
     previous = Image.MAX_IMAGE_PIXELS
@@ -101,9 +99,9 @@ def open_checked(
             image.draft(image.mode, draft)
         image.load()
     except UnidentifiedImageError:
-        raise BadInputError(f"{name}: not a recognised image format (corrupt or unsupported)") from None
+        raise BadInputError(name, "not a recognised image format (corrupt or unsupported)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadInputError(f"{name}: corrupt or truncated image ({exc})") from None
+        raise BadInputError(name, f"corrupt or truncated image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return image
@@ -142,7 +140,7 @@ def open_image(path: Union[str, Path], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     try:
         return normalise(image)
     except (OSError, ValueError) as exc:
-        raise BadInputError(f"{path}: cannot convert image to RGB ({exc})") from None
+        raise BadInputError(path, f"cannot convert image to RGB ({exc})") from None
 
 
 def inspect_image_bytes(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
@@ -151,5 +149,5 @@ def inspect_image_bytes(data: bytes, name: str = "image", max_pixels: int = DEFA
     fmt = image.format or "UNKNOWN"
     extension = FORMAT_EXTENSIONS.get(fmt)
     if extension is None:
-        raise BadInputError(f"{name}: image format {fmt} is not supported")
+        raise BadInputError(name, f"image format {fmt} is not supported")
     return ImageInfo(format=fmt, width=image.width, height=image.height, extension=extension)

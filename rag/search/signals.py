@@ -42,6 +42,23 @@ class FusionSettings:
     signals: Tuple[str, ...] = SIGNALS  # the signals in use
     mmr: Optional[float] = None  # MMR lambda for the passages' dense signal (None: off)
 
+    @classmethod
+    def from_options(cls, signals: Optional[Sequence[str]] = None, method: Optional[str] = None,
+                     mmr: Optional[float] = None) -> Optional["FusionSettings"]:
+        """Settings from a request's options; None when none is given (the retriever's own)."""
+        if signals is None and method is None and mmr is None:
+            return None
+        settings = cls().using(*signals) if signals is not None else cls()
+        if method is not None:
+            if method not in ("dbsf", "rrf"):
+                raise ValueError(f"unknown fusion method {method!r}: expected 'dbsf' or 'rrf'")
+            settings = replace(settings, method=method)
+        if mmr is not None:
+            if not 0 <= mmr <= 1:
+                raise ValueError(f"the MMR lambda must be between 0 and 1, got {mmr}")
+            settings = replace(settings, mmr=mmr)
+        return settings
+
     def using(self, *names: str) -> "FusionSettings":
         """A copy with only the named signals."""
         unknown = [n for n in names if n not in SIGNALS]
