@@ -19,65 +19,74 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from rag.config import Settings
-from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult
+from rag.errors import RagError
+from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult, as_request
 
 PathLike = Union[str, Path]
-
-
-def _request(cls: type, first: Any, field: str, options: Dict[str, Any]) -> Any:
-    """A request object from either a request, or a positional text plus keyword options."""
-    if isinstance(first, cls):
-        return first
-    values = {k: v for k, v in options.items() if v is not None}
-    if first is not None:
-        values[field] = first
-    if values.get("image") is not None:
-        values["image"] = str(values["image"])
-    return cls(**values)
 
 
 class RagService:
     """The index and everything that queries it, behind one small API.
 
     Models load on first use: `info()` never loads one; `search()` loads the ones a query needs.
-    Pass `index=` (a `RagIndex`) to serve an index opened elsewhere, `llm=` for a LlamaIndex LLM
-    instead of the one RAG_LLM names.
+    Pass `index=` (a `RagIndex`) to serve an index opened elsewhere, `retriever=` for another
+    retriever (anything with our `search()`), `llm=` for a LlamaIndex LLM instead of the one
+    RAG_LLM names.
     """
 
-    def __init__(self, settings: Optional[Settings] = None, *, index: Any = None, llm: Any = None,
-                 **index_options: Any) -> None:
+    def __init__(self, settings: Optional[Settings] = None, *, index: Any = None, retriever: Any = None,
+                 llm: Any = None, no_server: bool = False, **index_options: Any) -> None:
         self.settings = settings or (index.settings if index is not None else Settings.from_env())
+        self._llm = llm
+        self._retriever: Any = retriever
+        self._engines: Dict[Any, Any] = {}
+        self.remote: Any = None  # a RagClient when a `rag serve` owns the storage
+        if index is None and retriever is None and llm is None and not index_options and not no_server:
+            from rag.client import connect
+
+            self.remote = connect(self.settings.storage)
+        if self.remote is not None:
+            self.index = None
+            return
         if index is None:
             from rag.index.core import RagIndex
 
             index = RagIndex(self.settings, **index_options)
         self.index = index
-        self.settings = index.settings  # models not set explicitly come from the index itself
-        self._llm = llm
-        self._retriever: Any = None
-        self._engines: Dict[Any, Any] = {}
+        # the models the index settled on (those not set explicitly come from the index itself)
+        self.settings = self.settings.with_overrides(text_model=index.settings.text_model,
+                                                     image_model=index.settings.image_model)
+
+    def _local(self, what: str) -> None:
+        if self.remote is not None:
+            raise RagError(f"{what} is not available here: the index in {self.settings.storage} is owned by "
+                           f"the rag serve at {self.remote.url}, which this service talks to. Use search/ask/"
+                           "stream/ingest/info, or stop the server (or pass no_server=True when it is stopped).")
 
     # -- parts ---------------------------------------------------------------------------
     @property
     def retriever(self) -> Any:
         """The `Retriever` over both collections."""
+        self._local("the retriever")
         if self._retriever is None:
             from rag.search.retriever import Retriever
 
             self._retriever = Retriever(self.index)
         return self._retriever
 
-    def query_engine(self, top_k: int = 5, image_top_k: int = 3) -> Any:
-        """The `RagQueryEngine` (LLM from RAG_LLM unless one was given) for these search sizes."""
-        key = (top_k, image_top_k)
+    def query_engine(self, top_k: int = 5, image_top_k: int = 3, *, dry_run: bool = False) -> Any:
+        """The `RagQueryEngine` for these search sizes: LLM from RAG_LLM unless one was given,
+        none at all with `dry_run` (the answer then holds the prompt that would be sent)."""
+        self._local("the query engine")
+        key = (top_k, image_top_k, dry_run)
         if key not in self._engines:
             from rag.answer.engine import RagQueryEngine
 
-            if self._llm is not None:
-                engine = RagQueryEngine(self.retriever, self._llm, top_k=top_k, image_top_k=image_top_k)
+            sizes = {"top_k": top_k, "image_top_k": image_top_k}
+            if dry_run or self._llm is not None:
+                engine = RagQueryEngine(self.retriever, None if dry_run else self._llm, **sizes)
             else:
-                engine = RagQueryEngine.from_settings(self.settings, self.retriever, top_k=top_k,
-                                                      image_top_k=image_top_k)
+                engine = RagQueryEngine.from_settings(self.settings, self.retriever, **sizes)
             self._engines[key] = engine
         return self._engines[key]
 
@@ -87,7 +96,9 @@ class RagService:
         from rag.errors import BadInputError
         from rag.search.signals import FusionSettings
 
-        req = _request(SearchRequest, request, "query", options)
+        req = as_request(SearchRequest, request, "query", options)
+        if self.remote is not None:
+            return self.remote.search(req)
         try:
             fusion = FusionSettings.from_options(req.signals, req.fusion, req.mmr)
         except ValueError as exc:
@@ -99,29 +110,85 @@ class RagService:
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
-        req = _request(AskRequest, request, "question", options)
-        engine = self.query_engine(req.top_k, req.image_top_k)
+        req = as_request(AskRequest, request, "question", options)
+        if self.remote is not None:
+            return self.remote.ask(req)
+        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
         return engine.ask(req.question, image=req.image, filters=req.filters or None)
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Like `ask()`, but an `AnswerStream`: iterate for text deltas, then `.answer`."""
-        req = _request(AskRequest, request, "question", options)
-        engine = self.query_engine(req.top_k, req.image_top_k)
+        req = as_request(AskRequest, request, "question", options)
+        if self.remote is not None:
+            return self.remote.stream(req)
+        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
         return engine.stream(req.question, image=req.image, filters=req.filters or None)
+
+    def llm(self) -> Dict[str, Any]:
+        """The LLM answers come from: backend, model, URL, vision, `configured` (never a key).
+
+        Builds it (once), so a misconfigured RAG_LLM fails here, before any retrieval.
+        """
+        if self.remote is not None:
+            return self.remote.llm()
+        engine = self.query_engine()
+        return {**engine.spec.to_dict(), "configured": engine.llm is not None}
 
     def ingest(self, paths: Iterable[PathLike], *, prune: bool = False, progress: bool = False) -> IngestReport:
         """Index files and folders incrementally; bad files are reported, never fatal."""
+        # LlamaIndex Documents / ImageDocuments are accepted too (see ingest_documents)
+        items = list(paths)
+        documents = [item for item in items if not isinstance(item, (str, Path))]
+        if documents:
+            if len(documents) < len(items):
+                raise RagError("ingest() takes paths or LlamaIndex Documents, not both in one call")
+            return self.ingest_documents(documents, progress=progress)
+        if self.remote is not None:
+            return self.remote.ingest(items, prune=prune, progress=progress)
         from rag.index.ingest import ingest
 
-        return ingest(self.index, [Path(p) for p in paths], prune=prune, progress=progress)
+        return ingest(self.index, [Path(p) for p in items], prune=prune, progress=progress)
+
+    def ingest_documents(self, documents: Iterable[Any], *, progress: bool = False) -> IngestReport:
+        """Index LlamaIndex Documents and ImageDocuments through the ledger (incremental)."""
+        self._local("ingesting LlamaIndex Documents")
+        return self.index.ingest_documents(documents, progress=progress)
+
+    def insert(self, document: Any) -> IngestReport:
+        """Index one LlamaIndex Document or ImageDocument (LlamaIndex's `index.insert(doc)`)."""
+        self._local("inserting LlamaIndex Documents")
+        return self.index.insert(document)
+
+    # -- LlamaIndex entry points ----------------------------------------------------------
+    def as_retriever(self, top_k: int = 5, image_top_k: int = 3, filters: Any = None, **kwargs: Any) -> Any:
+        """Our search as a LlamaIndex `BaseRetriever` (`rag.search.llama.RagRetriever`)."""
+        from rag.search.llama import RagRetriever
+
+        return RagRetriever(self.retriever, top_k=top_k, image_top_k=image_top_k, filters=filters, **kwargs)
+
+    def as_query_engine(self, llm: Any = None, **kwargs: Any) -> Any:
+        """A `RagQueryEngine` (LlamaIndex query engine) over this index.
+
+        `llm`: a LlamaIndex LLM; without one, the LLM this service was given or RAG_LLM names,
+        which is none by default: the no-LLM mode (prompt and sources), never OpenAI.
+        Other options go to `RagQueryEngine` (top_k, image_top_k, node_postprocessors,
+        callback_manager, streaming, ...); `retriever=` replaces ours with any BaseRetriever.
+        """
+        from rag.answer.engine import RagQueryEngine
+
+        retriever = kwargs.pop("retriever", None) or self.retriever
+        llm = llm if llm is not None else self._llm
+        if llm is not None:
+            return RagQueryEngine(retriever, llm, **kwargs)
+        return RagQueryEngine.from_settings(self.settings, retriever, **kwargs)
 
     def info(self) -> Dict[str, Any]:
         """Collections, point counts, models and storage (loads no model)."""
-        return self.index.info()
+        return self.remote.info() if self.remote is not None else self.index.info()
 
     def close(self) -> None:
         """Let the storage go (another process may open it afterwards)."""
-        self.index.close()
+        (self.remote if self.remote is not None else self.index).close()
 
     def __enter__(self) -> "RagService":
         return self
@@ -129,5 +196,18 @@ class RagService:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @classmethod
+    def connect(cls, settings: Optional[Settings] = None) -> Any:
+        """A `RagClient` to the `rag serve` that owns the settings' storage, or None if none runs."""
+        from rag.client import connect
+
+        return connect((settings or Settings.from_env()).storage)
+
     def __repr__(self) -> str:
-        return f"RagService(storage={str(self.settings.storage)!r})"
+        via = f", via={self.remote.url!r}" if self.remote is not None else ""
+        return f"RagService(storage={str(self.settings.storage)!r}{via})"
+
+
+def open_service(settings: Optional[Settings] = None, *, no_server: bool = False, **options: Any) -> "RagService":
+    """`RagService(settings, no_server=..., **options)`: the name the CLI and scripts call."""
+    return RagService(settings, no_server=no_server, **options)

@@ -121,6 +121,7 @@ class AskRequest(_Plain):
     top_k: int = 5
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False  # build the prompt and number the sources, but call no model
 
 
 @dataclass
@@ -208,3 +209,19 @@ class Answer:
 
     def __str__(self) -> str:
         return self.answer if self.answer is not None else (self.prompt or "")
+
+
+def as_request(cls: type, first: Any, field: str, options: Mapping[str, Any]) -> Any:
+    """A request of type `cls` from a request, or from a positional text plus keyword options.
+
+    `service.search("moon", top_k=3)` and `service.search(SearchRequest("moon", top_k=3))`
+    mean the same; `None` options are left at their defaults; an image path becomes a string.
+    """
+    if isinstance(first, cls):
+        return first
+    values = {k: v for k, v in options.items() if v is not None}
+    if first is not None:
+        values[field] = first
+    if values.get("image") is not None:
+        values["image"] = str(values["image"])
+    return cls(**values)

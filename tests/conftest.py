@@ -115,12 +115,11 @@ def fake_retrieval_module(monkeypatch):
     from rag.service import RagService
 
     def install(retriever):
-        class FakeService(RagService):
-            pass
+        def open_service(settings):
+            no_index = types.SimpleNamespace(close=lambda: None, settings=settings)
+            return RagService(settings, index=no_index, retriever=retriever)
 
-        FakeService.retriever = retriever  # shadows the property that would open the index
-        no_index = types.SimpleNamespace(close=lambda: None)
-        monkeypatch.setattr(rag.cli.common, "open_service", lambda settings: FakeService(settings, index=no_index))
+        monkeypatch.setattr(rag.cli.common, "open_service", open_service)
         return retriever
 
     return install

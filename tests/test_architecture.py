@@ -37,8 +37,8 @@ LAYERS = {
     "rag.demo": 8,
     "rag.display": 9,
     "rag.server": 10,
-    "rag.cli": 10,
-    "rag.__main__": 11,
+    "rag.cli": 11,
+    "rag.__main__": 12,
 }
 MAY_IMPORT_TESTING = {"rag.demo", "rag.cli"}
 

@@ -28,6 +28,7 @@ SYSTEM_PROMPT = (
     "it or its caption says so. If the sources do not contain the answer, say that you do "
     "not know. Never cite a number that is not a source."
 )
+ANSWER_INSTRUCTION = "Answer the question from the sources above, citing them as [n]."
 
 
 @dataclass
@@ -130,6 +131,7 @@ def build_prompt(
     question_image: Optional[PathLike] = None,
     vision: bool = True,
     system: str = SYSTEM_PROMPT,
+    instruction: str = ANSWER_INSTRUCTION,
 ) -> Prompt:
     """Assemble the prompt. Vision: images go as image parts next to their captions.
     Text-only: images are described by their captions only.
@@ -169,5 +171,5 @@ def build_prompt(
                 f"(The user also gave an image, {Path(question_image).name}, which this "
                 "model cannot see; the sources were retrieved with it.)\n"
             )
-    parts.append("\nAnswer the question from the sources above, citing them as [n].\n")
+    parts.append(f"\n{instruction}\n")
     return Prompt(system=system, parts=parts, vision=vision, notes=notes)

@@ -73,8 +73,8 @@ def command(
     request = AskRequest(question=question, image=str(image) if image else None, top_k=top_k,
                          image_top_k=image_top_k, filters=dict(filters))
     with service_from(storage, text_model, image_model, llm=llm, llm_model=model) as service:
-        engine = service.query_engine(top_k, image_top_k)  # fails early on a misconfigured LLM
-        if as_json or no_stream or engine.llm is None:
+        configured = service.llm().get("configured")  # fails early on a misconfigured LLM
+        if as_json or no_stream or not configured:
             answer = service.ask(request)
             if not as_json and answer.answer is not None:
                 click.echo(answer.answer)

@@ -138,8 +138,14 @@ def user_errors(func: Callable) -> Callable:
 
 
 # -- options and settings --------------------------------------------------------------------
+def _remember_no_server(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta["rag.no_server"] = value
+
+
 def storage_options(func: Callable) -> Callable:
-    """--storage, --text-model and --image-model, which override RAG_* variables."""
+    """--storage, --text-model and --image-model, which override RAG_* variables, and --no-server."""
+    func = click.option("--no-server", is_flag=True, expose_value=False, callback=_remember_no_server,
+                        help="Open the index in this process even when a `rag serve` owns it.")(func)
     func = click.option("--image-model", help="CLIP hub id or local folder [env RAG_IMAGE_MODEL]")(func)
     func = click.option("--text-model", help="text model hub id or local folder [env RAG_TEXT_MODEL]")(func)
     func = click.option("--storage", type=click.Path(file_okay=False),
@@ -172,10 +178,13 @@ def settings_from(storage: Any = None, text_model: Any = None, image_model: Any 
 
 
 def open_service(settings: Settings) -> Any:
-    """The `RagService` a command works through (tests replace this function)."""
-    from rag.service import RagService
+    """What a command works through (tests replace this function): a client of the `rag serve`
+    that owns the storage, or else a `RagService` in this process (always with --no-server)."""
+    from rag.service import open_service as open_any
 
-    return RagService(settings)
+    context = click.get_current_context(silent=True)
+    no_server = bool(context and context.meta.get("rag.no_server"))
+    return open_any(settings, no_server=no_server)
 
 
 def service_from(storage: Any = None, text_model: Any = None, image_model: Any = None, **extra: Any) -> Any:

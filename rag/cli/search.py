@@ -16,9 +16,9 @@ NOTHING_TO_SEARCH = "nothing to search for: give a text query, an image (--image
 
 def no_hits_message(service: Any, request: SearchRequest) -> str:
     """Why a search found nothing: an empty index, a filter that matches nothing, or neither."""
-    points = {kind: c["points"] for kind, c in service.info()["collections"].items()}
-    if not any(points.values()):
-        return f"No results: the index in {service.settings.storage} is empty (run `rag ingest PATH` first)."
+    info = service.info()
+    if not any(c["points"] for c in info["collections"].values()):
+        return f"No results: the index in {info['storage']} is empty (run `rag ingest PATH` first)."
     if not request.filters:
         return "No results."
     if len(request.filters) == 1:

@@ -2,6 +2,11 @@
 
 The ledger (`rag.index.ledger`) knows the files indexed so far and the models that built the
 index; opening an index settles which models to use from it (see `settle_models`).
+
+LlamaIndex habits that belong to the index itself: `insert(doc)` / `ingest_documents(docs)`
+(LlamaIndex `Document`s and `ImageDocument`s, through the ledger: see `rag.index.documents`)
+and `as_llama_index()`. Retrieval and answering live in higher layers: `as_retriever()` and
+`as_query_engine()` are on `RagService` (`rag.service`), which owns this index.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import BaseNode
 
 from rag.config import Settings
+from rag.errors import RagError
 from rag.index.signals import add_signals, open_signal_stores
 from rag.index.ledger import LEDGER_NAME, MODEL_FIELDS, FileEntry, Ledger, settle_models
 from rag.stores.base import Collection
@@ -114,16 +120,32 @@ class RagIndex:
         """Record the models of these settings in the ledger (saved with it)."""
         self.ledger.models = {kind: getattr(self.settings, name) for kind, name in MODEL_FIELDS.items()}
 
-    def as_llama_index(self) -> Any:
-        """The same collections as a LlamaIndex `MultiModalVectorStoreIndex` (loads both models)."""
-        from llama_index.core.indices.multi_modal import MultiModalVectorStoreIndex
+    def insert(self, document: Any, progress: bool = False) -> Any:
+        """Index one LlamaIndex `Document` or `ImageDocument` through the ledger (an `IngestReport`)."""
+        return self.ingest_documents([document], progress=progress)
 
-        return MultiModalVectorStoreIndex.from_vector_store(
+    def ingest_documents(self, documents: Iterable[Any], progress: bool = False) -> Any:
+        """Index LlamaIndex Documents / ImageDocuments incrementally (see `rag.index.documents`)."""
+        from rag.index.documents import ingest_documents
+
+        return ingest_documents(self, documents, progress=progress)
+
+    def as_llama_index(self) -> Any:
+        """The same collections as a LlamaIndex `MultiModalVectorStoreIndex` (loads both models).
+
+        Never a silent OpenAI: its `as_query_engine()` / `as_chat_engine()` without an `llm`
+        raise a RagError unless LlamaIndex's `Settings.llm` was set explicitly (our no-LLM mode
+        is `RagService.as_query_engine()`). Its `insert(doc)` goes through our ledger;
+        `insert_nodes()` is refused (nodes bypass the ledger and the image collection).
+        """
+        index = _guarded_index_class().from_vector_store(
             vector_store=self.stores.text,
             embed_model=self.text_embedding,
             image_vector_store=self.stores.image,
             image_embed_model=self.image_embedding,
         )
+        index._rag_index = self
+        return index
 
     def info(self) -> Dict[str, Any]:
         """Collections, point counts, unindexed points, models and storage location (loads no model)."""
@@ -154,6 +176,61 @@ class RagIndex:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+NO_DEFAULT_LLM = (
+    "no llm given and LlamaIndex's Settings.llm is not set, so LlamaIndex would pick OpenAI on its "
+    "own; this project never does that. Pass llm=... (for example llama_index.core.llms.MockLLM() "
+    "or an Ollama/OpenAI-like LLM), set llama_index.core.Settings.llm, or use "
+    "RagService(...).as_query_engine(), which answers without an LLM (prompt and sources)."
+)
+
+
+def explicit_llm(llm: Any) -> Any:
+    """The LLM a LlamaIndex engine will use: the one given, or `Settings.llm` if someone set it.
+
+    Raises RagError (NO_DEFAULT_LLM) instead of letting LlamaIndex resolve its OpenAI default.
+    """
+    if llm is not None:
+        return llm
+    from llama_index.core import Settings as LlamaSettings
+
+    if getattr(LlamaSettings, "_llm", None) is None:
+        raise RagError(NO_DEFAULT_LLM)
+    return LlamaSettings.llm
+
+
+_GUARDED: list = []
+
+
+def _guarded_index_class() -> type:
+    """`MultiModalVectorStoreIndex` that never falls back to OpenAI and inserts through the ledger."""
+    if _GUARDED:
+        return _GUARDED[0]
+    from llama_index.core.indices.multi_modal import MultiModalVectorStoreIndex
+
+    class RagMultiModalIndex(MultiModalVectorStoreIndex):
+        """Our collections as a LlamaIndex index (see `RagIndex.as_llama_index`)."""
+
+        _rag_index: RagIndex
+
+        def as_query_engine(self, llm: Any = None, **kwargs: Any) -> Any:
+            return super().as_query_engine(llm=explicit_llm(llm), **kwargs)
+
+        def as_chat_engine(self, chat_mode: Any = None, llm: Any = None, **kwargs: Any) -> Any:
+            if chat_mode is not None:
+                kwargs["chat_mode"] = chat_mode
+            return super().as_chat_engine(llm=explicit_llm(llm), **kwargs)
+
+        def insert(self, document: Any, **insert_kwargs: Any) -> None:
+            self._rag_index.insert(document)
+
+        def insert_nodes(self, nodes: Any, **insert_kwargs: Any) -> None:
+            raise RagError("insert_nodes() would bypass the ledger (and images would not be embedded): "
+                           "insert LlamaIndex Documents with insert(doc) or RagIndex.ingest_documents(docs)")
+
+    _GUARDED.append(RagMultiModalIndex)
+    return RagMultiModalIndex
 
 
 def open_index(settings: Optional[Settings] = None, **kwargs: Any) -> RagIndex:

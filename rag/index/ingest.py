@@ -64,6 +64,11 @@ class PendingFile:
     meta: Dict[str, Any]
     text: Optional[str] = None  # decoded text of a text file, until it is chunked
     nodes: List[Any] = field(default_factory=list)  # its nodes, once made (embedded before commit)
+    key: Optional[str] = None  # its ledger key when not its path (a LlamaIndex Document without a file)
+
+    @property
+    def ledger_key(self) -> str:
+        return self.key or str(self.source.path)
 
 
 def doc_id_for(path: Path) -> str:
@@ -215,14 +220,14 @@ class Ingestor:
     # -- writing ---------------------------------------------------------------------
     def commit(self, items: List[PendingFile]) -> None:
         """Replace the documents of these files by their new nodes, then record them."""
-        replaced = [i.doc_id for i in items if str(i.source.path) in self.index.ledger.files]
+        replaced = [i.doc_id for i in items if i.ledger_key in self.index.ledger.files]
         self.index.delete_documents(replaced)
         text = [n for i in items for n in i.nodes if not isinstance(n, ImageNode)]
         images = [n for i in items for n in i.nodes if isinstance(n, ImageNode)]
         self.index.add(text, images)
         self.index.remember_models()
         for item in items:
-            self.index.ledger.files[str(item.source.path)] = FileEntry(item.sha256, item.doc_id, item.source.modality, len(item.nodes))
+            self.index.ledger.files[item.ledger_key] = FileEntry(item.sha256, item.doc_id, item.source.modality, len(item.nodes))
         self.index.ledger.save()
         self.report.files_indexed += len(items)
         self.report.text_nodes += len(text)

@@ -1,0 +1,38 @@
+"""`rag serve`: one process owns the index and serves the web page and the HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rag.cli.common import settings_from, storage_options, user_errors
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any non-loopback address requires a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free one).")
+@click.option("--allow-ingest", "allow_ingest", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Let clients ingest folders under DIR (repeatable) [env RAG_SERVER_ALLOW_INGEST].")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@storage_options
+@user_errors
+def command(host, port, allow_ingest, log_level, storage, text_model, image_model) -> None:
+    """Serve the index: a search page at http://HOST:PORT/ and a JSON API (/docs).
+
+    The models load once; `rag search`, `rag ask`, `rag info`, `rag ingest` and RagService in
+    Python find the server through <storage>/server.json and go through it, so a notebook,
+    a terminal and the page can use one index at the same time.
+
+    \b
+    Security: listens on 127.0.0.1 unless --host says otherwise; any other address needs a
+    token (RAG_SERVER_TOKEN, or a random one written to <storage>/server.token, mode 0600).
+    """
+    from rag.server.config import ServerConfig
+    from rag.server.run import serve
+
+    settings = settings_from(storage, text_model, image_model)
+    config = ServerConfig.from_env(host=host, port=port, allow_ingest=allow_ingest or None)
+    serve(settings, config, log_level=log_level, echo=lambda m: click.echo(m, err=True))
