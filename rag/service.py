@@ -15,14 +15,43 @@ HTTP unchanged.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from rag.config import Settings
 from rag.errors import RagError
 from rag.types import AskRequest, IngestReport, SearchRequest, SearchResult, as_request
 
 PathLike = Union[str, Path]
+logger = logging.getLogger(__name__)
+
+
+def check_query_image(image: Optional[str], max_pixels: int) -> None:
+    """Raise BadInputError naming the file when a query image is missing, no file, or no image."""
+    if image is None:
+        return
+    from rag.errors import BadInputError
+    from rag.media.images import open_checked
+
+    path = Path(image)
+    if not path.exists():
+        raise BadInputError(image, "no such image file")
+    if not path.is_file():
+        raise BadInputError(image, "not a file")
+    try:
+        open_checked(path, image, max_pixels)
+    except OSError as exc:
+        raise BadInputError(image, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _checked(req: Any, max_pixels: int) -> List[str]:
+    """Validate a request (see `SearchRequest.validate`) and its image; the notes to pass on."""
+    notes = req.validate()
+    check_query_image(req.image, max_pixels)
+    if notes:
+        logger.warning("%s", notes[0])
+    return notes
 
 
 class RagService:
@@ -97,6 +126,7 @@ class RagService:
         from rag.search.signals import FusionSettings
 
         req = as_request(SearchRequest, request, "query", options)
+        notes = _checked(req, self.settings.max_image_pixels)
         if self.remote is not None:
             return self.remote.search(req)
         try:
@@ -106,23 +136,33 @@ class RagService:
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
                                      filters=req.filters or None, limit=req.limit, min_images=req.min_images,
                                      fusion=fusion)
-        return SearchResult(hits)
+        return SearchResult(hits, notes + self.retriever.notes())
+
+    def _question(self, request: Any, options: Dict[str, Any]) -> Any:
+        """The checked AskRequest, its notes, and the engine to answer it (None: the server's)."""
+        req = as_request(AskRequest, request, "question", options)
+        notes = _checked(req, self.settings.max_image_pixels)
+        if self.remote is not None:
+            return req, notes, None
+        return req, notes, self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the LLM (none by default) and return the `Answer` with its citations."""
-        req = as_request(AskRequest, request, "question", options)
-        if self.remote is not None:
+        req, notes, engine = self._question(request, options)
+        if engine is None:
             return self.remote.ask(req)
-        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
-        return engine.ask(req.question, image=req.image, filters=req.filters or None)
+        answer = engine.ask(req.question, image=req.image, filters=req.filters or None)
+        answer.notes[:0] = notes
+        return answer
 
     def stream(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Like `ask()`, but an `AnswerStream`: iterate for text deltas, then `.answer`."""
-        req = as_request(AskRequest, request, "question", options)
-        if self.remote is not None:
+        req, notes, engine = self._question(request, options)
+        if engine is None:
             return self.remote.stream(req)
-        engine = self.query_engine(req.top_k, req.image_top_k, dry_run=req.dry_run)
-        return engine.stream(req.question, image=req.image, filters=req.filters or None)
+        stream = engine.stream(req.question, image=req.image, filters=req.filters or None)
+        stream.add_notes(notes)
+        return stream
 
     def llm(self) -> Dict[str, Any]:
         """The LLM answers come from: backend, model, URL, vision, `configured` (never a key).

@@ -2,13 +2,15 @@
 
 Each value has `to_dict()` (JSON-ready) and `from_dict()` (its inverse), so the same objects
 travel through `RagService`, `rag ... --json`, the web server and its clients.
-This module imports nothing from the rest of the package.
+This module imports nothing from the rest of the package but `rag.errors`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Literal, Mapping, Optional, Type, TypeVar
+
+from rag.errors import BadInputError
 
 Modality = Literal["text", "image"]
 MODALITIES = ("text", "image")
@@ -80,6 +82,50 @@ class Hit(_Plain):
         return f"{kind}{name} - {where}" if where and where != name else f"{kind}{name}"
 
 
+# Limits on a query (docs/reliability.md): longer text is cut (the models read at most a few
+# hundred tokens anyway) and said so; more hits than MAX_TOP_K per kind are refused.
+MAX_QUERY_CHARS = 10_000
+MAX_TOP_K = 1000
+NOTHING_TO_SEARCH = "nothing to search for: give a text query, an image (--image PATH), or both"
+NOTHING_TO_ASK = "Ask a question, give an image, or both."
+_FILTER_VALUE_TYPES = (str, int, float, bool)
+
+
+def truncation_note(length: int) -> str:
+    """The note a result carries when its query text was cut to MAX_QUERY_CHARS."""
+    return (f"The query was {length:,} characters long; only its first {MAX_QUERY_CHARS:,} "
+            "were used.")
+
+
+def _check_query(text: Any, image: Any, top_k: Any, image_top_k: Any, filters: Any,
+                 nothing: str, what: str) -> List[str]:
+    """The checks shared by SearchRequest and AskRequest; returns the notes (text cut)."""
+    if text is not None and not isinstance(text, str):
+        raise BadInputError(f"the {what} must be text, not {type(text).__name__}")
+    if image is not None and not isinstance(image, str):
+        raise BadInputError(f"image must be a file path, not {type(image).__name__}")
+    if not (text or "").strip() and not image:
+        raise BadInputError(nothing)
+    for name, value in (("top_k", top_k), ("image_top_k", image_top_k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInputError(f"{name} must be a whole number from 0 to {MAX_TOP_K}, not {value!r}")
+        if not 0 <= value <= MAX_TOP_K:
+            raise BadInputError(f"{name} must be from 0 to {MAX_TOP_K} (got {value})")
+    if top_k == 0 and image_top_k == 0:
+        raise BadInputError("top_k and image_top_k are both 0: nothing would be returned")
+    if not isinstance(filters, dict):
+        raise BadInputError(f"filters must be a mapping of metadata key to value, not {type(filters).__name__}")
+    for key, value in filters.items():
+        if not isinstance(key, str) or not key.strip():
+            raise BadInputError(f"filter keys must be non-empty text (got {key!r})")
+        if not isinstance(value, _FILTER_VALUE_TYPES):
+            raise BadInputError(
+                f"the filter {key} must have a text, number or true/false value (got {type(value).__name__})")
+    if text is not None and len(text) > MAX_QUERY_CHARS:
+        return [truncation_note(len(text))]
+    return []
+
+
 @dataclass
 class SearchRequest(_Plain):
     """A query: text, an image (a path on the machine that runs the search), or both.
@@ -97,19 +143,35 @@ class SearchRequest(_Plain):
     fusion: Optional[str] = None  # "dbsf" (default) or "rrf"
     mmr: Optional[float] = None  # MMR lambda for the passages (None: off)
 
+    def validate(self) -> List[str]:
+        """Check the request (pure: no file is read); raise BadInputError with what is wrong.
+
+        Returns notes for the caller to pass on: a query over MAX_QUERY_CHARS is cut to that
+        length here (`self.query` is replaced) and the note says so.
+        """
+        notes = _check_query(self.query, self.image, self.top_k, self.image_top_k, self.filters,
+                             NOTHING_TO_SEARCH, "query")
+        if notes:
+            self.query = self.query[:MAX_QUERY_CHARS]
+        return notes
+
 
 @dataclass
 class SearchResult:
     """The hits of one search, best first."""
 
     hits: List[Hit] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # e.g. the query text was cut
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"hits": [h.to_dict() for h in self.hits]}
+        data: Dict[str, Any] = {"hits": [h.to_dict() for h in self.hits]}
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchResult":
-        return cls([Hit.from_dict(h) for h in data.get("hits", [])])
+        return cls([Hit.from_dict(h) for h in data.get("hits", [])], list(data.get("notes") or []))
 
 
 @dataclass
@@ -122,6 +184,14 @@ class AskRequest(_Plain):
     image_top_k: int = 3
     filters: Dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False  # build the prompt and number the sources, but call no model
+
+    def validate(self) -> List[str]:
+        """Like `SearchRequest.validate()`: raise BadInputError, or cut a long question and say so."""
+        notes = _check_query(self.question, self.image, self.top_k, self.image_top_k, self.filters,
+                             NOTHING_TO_ASK, "question")
+        if notes:
+            self.question = self.question[:MAX_QUERY_CHARS]
+        return notes
 
 
 @dataclass

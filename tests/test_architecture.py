@@ -20,7 +20,7 @@ PACKAGE = Path(rag.__file__).parent
 # its own top-level package.
 LAYERS = {
     "rag": 0,  # the facade (only __version__ is imported from it)
-    "rag.errors": 0,
+    "rag.errors": -1,  # below types.py, whose requests validate() into its errors
     "rag.types": 0,
     "rag.config": 1,
     "rag.media": 2,

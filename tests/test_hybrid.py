@@ -72,7 +72,7 @@ def test_migrate_signals_command(settings, shared_embeddings, corpus):
     env = {"RAG_TEXT_MODEL": settings.text_model, "RAG_IMAGE_MODEL": settings.image_model}
     search = CliRunner().invoke(main, ["search", "moon", "--storage", str(settings.storage)], env=env)
     assert search.exit_code == 0
-    assert f"note: the index in {settings.storage} was built before lexical and caption signals" in search.stderr
+    assert f"Note: the index in {settings.storage} was built before lexical and caption signals" in search.stderr
     info = CliRunner().invoke(main, ["info", "--storage", str(settings.storage)], env=env).stdout
     assert "Signals:  none (an index built before them): rag migrate --signals adds them" in info
     result = CliRunner().invoke(main, ["migrate", "--signals", "--storage", str(settings.storage)], env=env)
@@ -80,7 +80,7 @@ def test_migrate_signals_command(settings, shared_embeddings, corpus):
     assert result.output.strip() == (f"Built the signals of {settings.storage}: 3 passages, 3 images "
                                      "(no image embedded again).")
     search = CliRunner().invoke(main, ["search", "moon", "--storage", str(settings.storage)], env=env)
-    assert "note:" not in search.stderr and "found by: " in search.stdout
+    assert "Note:" not in search.stderr and "found by: " in search.stdout
     info = CliRunner().invoke(main, ["info", "--storage", str(settings.storage), "--json"], env=env).stdout
     assert json.loads(info)["signals"] == {"text": 3, "image": 3}
 

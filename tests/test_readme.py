@@ -119,11 +119,11 @@ def test_readme_marks_what_cannot_run_offline():
 
 def test_documented_search_json_matches_the_output_shape():
     from rag.cli.search import search_json
-    from rag.types import Hit, SearchRequest
+    from rag.types import Hit, SearchRequest, SearchResult
 
     documented = next(b for b in readme_blocks() if b.lang == "json" and '"hits"' in b.code)
     example = json.loads(documented.code)
-    real = search_json(SearchRequest("q"), [Hit("text", 0.5, "n1", "s"), Hit("image", 0.4, "n2", "s", image_path="p")])
+    real = search_json(SearchRequest("q"), SearchResult([Hit("text", 0.5, "n1", "s"), Hit("image", 0.4, "n2", "s", image_path="p")]))
     assert list(example) == list(real)
     for shown, actual in zip(example["hits"], real["hits"]):
         assert list(shown) == list(actual)

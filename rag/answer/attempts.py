@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any, AsyncIterator, Callable, Iterator, List, Optional
 
-from rag.answer.llms import ImagesRefusedError, LLMSpec, llm_error
+from rag.answer.llms import (MAX_ANSWER_CHARS, ImagesRefusedError, LLMSpec, answer_cut_note, empty_reply_error,
+                             llm_error)
 from rag.answer.prompt import Prompt
 from rag.types import Answer, Hit
 
@@ -56,6 +57,15 @@ class Attempts:
             self.started = True
         return bool(delta)
 
+    def capped(self, delta: str, sent: int) -> Optional[str]:
+        """The part of `delta` within MAX_ANSWER_CHARS after `sent` characters; None (and a note)
+        once the answer reaches the cap: the caller stops reading."""
+        room = MAX_ANSWER_CHARS - sent
+        if len(delta) < room:
+            return delta
+        self.prompt.notes.append(answer_cut_note())
+        return None
+
     def failed(self, exc: Exception) -> None:
         """After a failed call: set up the caption-only attempt when it applies, else raise."""
         error = llm_error(exc, self.spec, sent_images=bool(self.prompt.images))
@@ -67,24 +77,50 @@ class Attempts:
 
 
 def deltas(attempts: Attempts, call: SyncCall) -> Iterator[str]:
-    """The text deltas of the first attempt that succeeds (sync)."""
+    """The text deltas of the first attempt that succeeds (sync), at most MAX_ANSWER_CHARS."""
     for messages in attempts:
+        sent = 0
         try:
-            for delta in call(messages):
-                if attempts.deliver(delta):
-                    yield delta
+            stream = call(messages)
+            try:
+                for delta in stream:
+                    if attempts.deliver(delta):
+                        part = attempts.capped(delta, sent)
+                        if part is None:
+                            yield delta[:MAX_ANSWER_CHARS - sent]
+                            return
+                        sent += len(part)
+                        yield part
+            finally:
+                getattr(stream, "close", lambda: None)()
+            if not sent:
+                raise empty_reply_error(attempts.spec)
             return
         except Exception as exc:
             attempts.failed(exc)
 
 
 async def adeltas(attempts: Attempts, call: AsyncCall) -> AsyncIterator[str]:
-    """The text deltas of the first attempt that succeeds (async)."""
+    """The text deltas of the first attempt that succeeds (async), at most MAX_ANSWER_CHARS."""
     for messages in attempts:
+        sent = 0
         try:
-            async for delta in call(messages):
-                if attempts.deliver(delta):
-                    yield delta
+            stream = call(messages)
+            try:
+                async for delta in stream:
+                    if attempts.deliver(delta):
+                        part = attempts.capped(delta, sent)
+                        if part is None:
+                            yield delta[:MAX_ANSWER_CHARS - sent]
+                            return
+                        sent += len(part)
+                        yield part
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            if not sent:
+                raise empty_reply_error(attempts.spec)
             return
         except Exception as exc:
             attempts.failed(exc)
@@ -98,6 +134,7 @@ class AnswerStream:
         self._tokens = tokens
         self._finish = finish
         self._text: List[str] = []
+        self._notes: List[str] = []
         self.answer: Optional[Answer] = None
 
     @classmethod
@@ -114,6 +151,14 @@ class AnswerStream:
             self._text.append(delta)
             yield delta
         self.answer = self._finish("".join(self._text))
+        self.answer.notes[:0] = self._notes
+
+    def add_notes(self, notes: List[str]) -> None:
+        """Notes to put first in the Answer (e.g. that the question was cut)."""
+        if self.answer is not None:
+            self.answer.notes[:0] = notes
+        else:
+            self._notes.extend(notes)
 
     def get_answer(self) -> Answer:
         """Consume what is left and return the Answer."""

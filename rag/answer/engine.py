@@ -39,7 +39,7 @@ from llama_index.core.schema import QueryBundle
 
 from rag.answer.attempts import AnswerStream, Attempts, adeltas, deltas
 from rag.answer.citations import citation_numbers, number_sources, parse_citations
-from rag.answer.llms import ImagesRefusedError, LLMSpec, build_llm, resolve_llm, spec_for_llm
+from rag.answer.llms import ImagesRefusedError, LLMSpec, build_llm, resolve_llm, spec_for_llm, stream_cut_error, stream_finished
 from rag.answer.prompt import ANSWER_INSTRUCTION, SYSTEM_PROMPT, ImagePart, Prompt, build_prompt
 from rag.errors import RagError
 from rag.media.encode import EncodedImage, ImageUnusable, encode_image
@@ -71,6 +71,29 @@ class _Prepared:
     image: Optional[str]
     sources: list[Hit]
     prompt: Prompt
+
+
+class _StreamWatch:
+    """What a streamed reply has sent: its text, and whether the server said it finished."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finished: Optional[bool] = None  # None: the server never says
+
+    def see(self, chunk: Any) -> None:
+        state = stream_finished(chunk)
+        self.finished = state if self.finished is None else (self.finished or bool(state))
+        self.parts.append(chunk.delta or "")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def check(self, spec: LLMSpec) -> None:
+        """Raise when the stream stopped without the server's finish marker (cut short)."""
+        received = sum(len(p) for p in self.parts)
+        if self.finished is False and received:
+            raise stream_cut_error(spec, received)
 
 
 class RagQueryEngine(BaseQueryEngine):
@@ -256,11 +279,12 @@ class RagQueryEngine(BaseQueryEngine):
 
     def _stream_chat(self, messages: list[Any]) -> Iterator[Optional[str]]:
         event_id = self._llm_event_start(messages)
-        parts: list[str] = []
+        watch = _StreamWatch()
         for chunk in self.llm.stream_chat(messages):
-            parts.append(chunk.delta or "")
+            watch.see(chunk)
             yield chunk.delta
-        self._llm_event_end(event_id, "".join(parts))
+        self._llm_event_end(event_id, watch.text)
+        watch.check(self.spec)
 
     async def _achat(self, messages: list[Any]) -> AsyncIterator[Optional[str]]:
         event_id = self._llm_event_start(messages)
@@ -270,11 +294,12 @@ class RagQueryEngine(BaseQueryEngine):
 
     async def _astream_chat(self, messages: list[Any]) -> AsyncIterator[Optional[str]]:
         event_id = self._llm_event_start(messages)
-        parts: list[str] = []
+        watch = _StreamWatch()
         async for chunk in await self.llm.astream_chat(messages):
-            parts.append(chunk.delta or "")
+            watch.see(chunk)
             yield chunk.delta
-        self._llm_event_end(event_id, "".join(parts))
+        self._llm_event_end(event_id, watch.text)
+        watch.check(self.spec)
 
     # ---- synthesis: the prompt (and the LLM, if any) -> Answer, reported as LlamaIndex does
 

@@ -82,6 +82,46 @@ class LLMServerError(LLMError):
     """Any other error answer from the server."""
 
 
+class LLMReplyError(LLMServerError):
+    """The server answered, but not with a usable reply (not JSON, empty, cut short)."""
+
+
+# An answer longer than this is cut there (a server that never stops is not read forever).
+MAX_ANSWER_CHARS = 100_000
+
+
+def answer_cut_note(limit: int = MAX_ANSWER_CHARS) -> str:
+    """The note an answer carries when the server sent more than `limit` characters."""
+    return f"The LLM's answer was cut at {limit:,} characters; the rest was not read."
+
+
+def empty_reply_error(spec: "LLMSpec") -> LLMReplyError:
+    """The error for a call that succeeded but carried no text at all."""
+    return LLMReplyError(
+        f"The LLM server at {spec.where} sent no answer text (an empty or unreadable reply). "
+        "Check RAG_LLM_BASE_URL and RAG_LLM_MODEL, and try again."
+    )
+
+
+def stream_cut_error(spec: "LLMSpec", received: int) -> LLMReplyError:
+    """The error for a stream that ended before the server said the answer was complete."""
+    return LLMReplyError(
+        f"The LLM server at {spec.where} closed the answer stream before it was complete "
+        f"(after {received:,} characters); the answer is incomplete. Try again."
+    )
+
+
+def stream_finished(chunk: Any) -> Optional[bool]:
+    """Whether a streamed chunk says the answer is complete: True/False, None when unknown."""
+    raw = getattr(chunk, "raw", None)
+    if isinstance(raw, Mapping):  # ollama: {"done": true} on the last chunk
+        return bool(raw.get("done")) if "done" in raw else None
+    choices = getattr(raw, "choices", None)
+    if isinstance(choices, list):  # OpenAI-compatible: finish_reason on the last chunk
+        return any(getattr(c, "finish_reason", None) for c in choices)
+    return None
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -402,6 +442,17 @@ def _is_connection(exc: BaseException) -> bool:
     return False
 
 
+def _is_unreadable(exc: BaseException) -> bool:
+    """A reply that is not the JSON the client expects (HTML, garbage, a body of the wrong shape)."""
+    for item in _chain(exc):
+        names = _names(item)
+        if names & {"JSONDecodeError", "ValidationError", "DecodingError"}:
+            return True
+        if isinstance(item, (AttributeError, KeyError, TypeError)) and re.search(r"choices|message|content", str(item)):
+            return True
+    return False
+
+
 _IMAGE_WORDS = re.compile(r"image|vision|multimodal|multi-modal|mmproj", re.IGNORECASE)
 
 
@@ -455,6 +506,12 @@ def llm_error(exc: BaseException, spec: LLMSpec, *, sent_images: bool = False) -
         )
     if status is not None:
         return LLMServerError(f"The LLM server at {where} answered HTTP {status}: {detail}")
+    if _is_unreadable(exc):
+        return LLMReplyError(
+            f"The LLM server at {where} answered with something that is not an OpenAI-compatible "
+            f"reply ({type(exc).__name__}: {detail}). Check RAG_LLM_BASE_URL: it should be the server's "
+            "OpenAI-compatible address (often ending in /v1)."
+        )
     return LLMError(
         f"The call to the LLM at {where} failed ({type(exc).__name__}): {detail}"
     )

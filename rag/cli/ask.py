@@ -80,9 +80,11 @@ def command(
                 click.echo(answer.answer)
         else:
             stream = service.stream(request)
-            for delta in stream:
-                click.echo(delta, nl=False)
-            click.echo()
+            try:
+                for delta in stream:
+                    click.echo(delta, nl=False)
+            finally:
+                click.echo()  # an error after part of the answer starts on its own line
             answer = stream.get_answer()
 
     if as_json:

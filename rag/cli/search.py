@@ -7,8 +7,7 @@ from typing import Any, Dict
 
 import click
 
-from rag.cli.common import (LABELS, describe_filters, emit_json, filter_option, service_from, snippet, stderr,
-                            storage_options)
+from rag.cli.common import LABELS, describe_filters, emit_json, filter_option, service_from, snippet, stderr, storage_options
 from rag.types import SearchRequest
 
 NOTHING_TO_SEARCH = "nothing to search for: give a text query, an image (--image PATH), or both"
@@ -56,10 +55,9 @@ def print_hits(hits) -> None:
             click.echo(f"      found by: {explain(hit.signals)}")
 
 
-def search_json(request: SearchRequest, hits) -> Dict[str, Any]:
-    """What `rag search --json` prints: the query as given, then the hits (one list, best first)."""
-    return {"query": request.query, "image": request.image, "filters": request.filters,
-            "hits": [hit.to_dict() for hit in hits]}
+def search_json(request: SearchRequest, result: Any) -> Dict[str, Any]:
+    """What `rag search --json` prints: the query as given, the hits, and notes if any."""
+    return {"query": request.query, "image": request.image, "filters": request.filters, **result.to_dict()}
 
 
 @click.command("search")
@@ -100,13 +98,14 @@ def command(query, image, top_k, image_top_k, limit, min_images, signals, fusion
                             image_top_k=image_top_k, filters=dict(filters), limit=limit, min_images=min_images,
                             signals=names, fusion=fusion, mmr=mmr)
     with service_from(storage, text_model, image_model) as service:
-        for note in service.retriever.notes():
-            stderr(f"note: {note}")
-        hits = service.search(request).hits
+        result = service.search(request)
+        hits = result.hits
         message = no_hits_message(service, request) if not hits and not as_json else ""
     if as_json:
-        emit_json(search_json(request, hits))
+        emit_json(search_json(request, result))
         return
+    for note in result.notes:
+        stderr(f"Note: {note}")
     if message:
         click.echo(message)
     print_hits(hits)

@@ -19,7 +19,7 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import BaseNode
 
 from rag.config import Settings
-from rag.errors import RagError
+from rag.errors import RagError, StorageError
 from rag.index.signals import add_signals, open_signal_stores
 from rag.index.ledger import LEDGER_NAME, MODEL_FIELDS, FileEntry, Ledger, settle_models
 from rag.stores.base import Collection
@@ -44,12 +44,35 @@ class RagIndex:
         stores: Optional[StorePair] = None,
         check_models: bool = True,
     ) -> None:
-        self.ledger = Ledger.load(Path(settings.storage) / LEDGER_NAME)
+        storage = Path(settings.storage)
+        if storage.exists() and not storage.is_dir():
+            raise StorageError(f"RAG_STORAGE {storage} is a file, not a folder: point RAG_STORAGE "
+                               "(or --storage) at a folder, or move the file away.")
+        self.ledger = Ledger.load(storage / LEDGER_NAME)
         self.settings = settle_models(self.ledger, settings, strict=check_models)
         self.stores = stores or open_stores(self.settings)
+        if stores is None:
+            try:
+                self._check_consistent()
+            except BaseException:
+                self.stores.close()
+                raise
         self.signals: Dict[str, Any] = {} if self.settings.uses_server else open_signal_stores(self.settings)
         self._text_embedding = text_embedding
         self._image_embedding = image_embedding
+
+    def _check_consistent(self) -> None:
+        """Refuse an index whose ledger lists files that an empty collection lost (its files
+        were deleted): re-ingesting would skip them as unchanged and never bring them back."""
+        for kind in ("text", "image"):
+            listed = sum(1 for e in self.ledger.files.values() if e.modality == kind and e.nodes > 0)
+            if listed and not self.collection(kind).has_points():
+                raise StorageError(
+                    f"The index in {self.settings.storage} is damaged: {self.ledger.path} lists {listed} "
+                    f"{kind} file{'s' if listed > 1 else ''}, but the {kind} collection at "
+                    f"{self.stores.location} is empty (its files were deleted or lost). To recover, move "
+                    f"{self.settings.storage} aside and run `rag ingest` on your folders again to rebuild it."
+                )
 
     # -- models ----------------------------------------------------------------------
     @property

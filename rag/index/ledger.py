@@ -45,14 +45,21 @@ class Ledger:
 
     @classmethod
     def load(cls, path: Path) -> "Ledger":
+        """The ledger at `path` (empty when there is none); StorageError when it is damaged."""
         if not path.is_file():
             return cls(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StorageError(f"{path}: the ledger cannot be read ({exc}); re-ingest into a new RAG_STORAGE") from None
-        files = {name: FileEntry(**entry) for name, entry in data.get("files", {}).items()}
-        return cls(path, files, dict(data.get("models", {})))
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
+            raise damaged_ledger(path, str(exc)) from None
+        try:
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            files = {str(name): FileEntry(**entry) for name, entry in (data.get("files") or {}).items()}
+            models = {str(k): str(v) for k, v in (data.get("models") or {}).items()}
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise damaged_ledger(path, str(exc)) from None
+        return cls(path, files, models)
 
     def save(self) -> None:
         payload = {
@@ -67,6 +74,15 @@ class Ledger:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
+
+
+def damaged_ledger(path: Path, reason: str) -> StorageError:
+    """The error for a ledger.json that cannot be read back: names it and how to recover."""
+    reason = " ".join(reason.split())[:200]
+    return StorageError(
+        f"{path}: the ledger is damaged ({reason}). To recover, move the index folder {path.parent} "
+        "aside and run `rag ingest` on your folders again to rebuild it."
+    )
 
 
 MODEL_FIELDS = {"text": "text_model", "image": "image_model"}  # ledger key -> settings field

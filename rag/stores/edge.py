@@ -223,12 +223,22 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
     def _engine_call(self, what: str, fn: Any) -> Any:
         try:
             return fn()
-        except Exception as e:  # the binding raises plain Exception
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # the binding raises plain Exception; a Rust panic is a BaseException
             if "WouldBlock" in str(e):
                 raise edge_files.in_use_error(self.path) from None
-            raise StorageError(
-                f"Cannot {what} the Qdrant Edge shard at {self._shard_path}: {e}"
-            ) from e
+            raise edge_files.damaged_error(str(self._shard_path), f"cannot {what} it: {e}") from None
+
+    def _read(self, fn: Any) -> Any:
+        """Run a read of the shard; damaged files (an engine error, a payload that does not
+        decode) become a StorageError naming the store and the fix."""
+        try:
+            return fn()
+        except (KeyboardInterrupt, SystemExit, StorageError):
+            raise
+        except BaseException as e:
+            raise edge_files.damaged_error(str(self._shard_path), f"a read failed: {e}") from None
 
     def _edge_config(self, dim: int) -> qe.EdgeConfig:
         return shard_config(
@@ -437,14 +447,15 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
         shard = self._live_shard()
         if shard is None:
             return []
-        return [node_from_record(r.payload, r.vector) for r in scroll_records(shard, flt, limit)]
+        return self._read(lambda: [node_from_record(r.payload, r.vector) for r in scroll_records(shard, flt, limit)])
 
     def count(self, filters: Optional[MetadataFilters] = None) -> int:
         """Number of points (matching ``filters`` if given)."""
         shard = self._live_shard()
         if shard is None:
             return 0
-        return shard.count(qe.CountRequest(exact=True, filter=build_filter(filters)))
+        flt = build_filter(filters)
+        return self._read(lambda: shard.count(qe.CountRequest(exact=True, filter=flt)))
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Top-k nearest nodes by cosine similarity.
@@ -479,8 +490,8 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
                                quantization=self.quantization, oversampling=self.oversampling)
         request = search_request(qe.Query.Nearest(embedding), limit=query.similarity_top_k, flt=flt,
                                  params=params, score_threshold=kwargs.get("score_threshold"))
-        points = shard.query(request)
-        nodes = [node_from_record(p.payload) for p in points]
+        points = self._read(lambda: shard.query(request))
+        nodes = self._read(lambda: [node_from_record(p.payload) for p in points])
         return VectorStoreQueryResult(
             nodes=nodes,
             similarities=[p.score for p in points],

@@ -40,6 +40,18 @@ def in_use_error(path: str, holder: str = "") -> StorageError:
     )
 
 
+REBUILD_HINT = ("move the index folder (RAG_STORAGE) aside and run `rag ingest` on your folders "
+                "again to rebuild it; rag keeps no second copy to repair it from")
+
+
+def damaged_error(path: str, detail: str) -> StorageError:
+    """The error for a store directory whose files cannot be read back: names it and the fix."""
+    detail = " ".join(str(detail).split())
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    return StorageError(f"The vector store at {path} is damaged ({detail}). To recover, {REBUILD_HINT}.")
+
+
 def acquire_lock(path: str) -> Optional[IO[str]]:
     """Take the directory's exclusive, non-blocking flock and write our pid into it.
 
@@ -90,9 +102,13 @@ def read_meta(meta_path: Path) -> Optional[dict]:
         return None
     except (OSError, ValueError) as e:
         raise StorageError(
-            f"Cannot read {meta_path}: {e}. The store directory is damaged; "
-            "rebuild the index into a fresh directory."
+            f"Cannot read {meta_path}: {e}. The store directory is damaged; to recover, {REBUILD_HINT}."
         ) from None
+    if not isinstance(meta, dict):
+        raise StorageError(
+            f"Cannot read {meta_path}: not a JSON object. The store directory is damaged; to recover, "
+            f"{REBUILD_HINT}."
+        )
     if meta.get("format") != STORE_FORMAT:
         raise StorageError(
             f"{meta_path} has store format {meta.get('format')!r}; this version "

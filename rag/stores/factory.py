@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 from rag.config import Settings
 from rag.errors import StorageError
@@ -68,15 +69,63 @@ def open_local_stores(settings: Settings) -> StorePair:
     return StorePair(text, image, "local", str(folder), [client.close])
 
 
-def open_server_stores(settings: Settings) -> StorePair:
-    """A Qdrant server or cluster at RAG_QDRANT_URL."""
+# Seconds each request to a Qdrant server may take (connect, then each read): a server that
+# refuses or never answers fails the command in about this time, not after minutes.
+QDRANT_TIMEOUT = 5
+
+
+def shown_url(url: str) -> str:
+    """The URL without user:password@ (safe to print)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_server_url(url: str) -> str:
+    """`url` if it reads as http(s)://host[:port][/prefix]; else StorageError naming RAG_QDRANT_URL."""
+    problem = None
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        problem, parts, port = str(exc), None, None
+    if problem is None and parts is not None:
+        if parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it names no host"
+        elif port == 0:
+            problem = "port 0 is not a server's port"
+    if problem:
+        raise StorageError(
+            f"RAG_QDRANT_URL={shown_url(url)!r} is not a Qdrant server address ({problem}). Use "
+            "http(s)://host[:port], e.g. http://localhost:6333, or unset it for the embedded store."
+        )
+    return url.strip()
+
+
+def open_server_stores(settings: Settings, timeout: int = QDRANT_TIMEOUT) -> StorePair:
+    """A Qdrant server or cluster at RAG_QDRANT_URL; StorageError within seconds when it cannot be reached."""
     from qdrant_client import AsyncQdrantClient, QdrantClient
 
-    kwargs = {"url": settings.qdrant_url, "api_key": settings.qdrant_api_key}
+    url = check_server_url(str(settings.qdrant_url))
+    kwargs = {"url": url, "api_key": settings.qdrant_api_key, "timeout": timeout, "check_compatibility": False}
     client = QdrantClient(**kwargs)
+    try:
+        client.get_collections()  # one cheap request: fail now, with a message, rather than mid-command
+    except Exception as exc:
+        client.close()
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if settings.qdrant_api_key:
+            reason = reason.replace(settings.qdrant_api_key, "***")
+        raise StorageError(
+            f"Cannot use the Qdrant server at RAG_QDRANT_URL={shown_url(url)!r} ({type(exc).__name__}: {reason}; "
+            f"timeout {timeout} s). Is the server running and the address right? Check "
+            "RAG_QDRANT_URL and RAG_QDRANT_API_KEY, or unset RAG_QDRANT_URL to use the embedded store."
+        ) from None
     aclient = AsyncQdrantClient(**kwargs)
     text, image = _qdrant_client_stores(settings, client, aclient)
-    return StorePair(text, image, "server", str(settings.qdrant_url), [client.close])
+    return StorePair(text, image, "server", shown_url(url), [client.close])
 
 
 def open_edge_stores(settings: Settings) -> StorePair:
