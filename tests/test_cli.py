@@ -47,18 +47,25 @@ def test_search_json_hits(run, corpus):
     data = json.loads(result.stdout)  # an object now (was a bare list of hits)
     assert (data["query"], data["image"], data["filters"]) == ("the moon", None, {})
     hits = data["hits"]
-    assert [h["modality"] for h in hits] == ["text", "text", "image"]
+    assert sorted(h["modality"] for h in hits) == ["image", "text", "text"]
     for hit in hits:
-        assert {"modality", "score", "source", "title"} <= set(hit)
-    assert "text" in hits[0] and "image_path" in hits[2]
+        assert {"modality", "score", "source", "title", "signals"} <= set(hit)
+        assert all(set(v) == {"rank", "score"} for v in hit["signals"].values()) and hit["signals"]
+    assert all("text" in h for h in hits if h["modality"] == "text")
+    assert all("image_path" in h for h in hits if h["modality"] == "image")
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
 def test_search_by_image_with_empty_query(run, corpus):
     run("ingest", str(corpus), "-q")
     result = run("search", "--image", str(corpus / "coffee.png"), "--json")
     hits = json.loads(result.stdout)["hits"]
-    assert hits[0]["image_path"] == str((corpus / "coffee.png").resolve())
-    assert {h["modality"] for h in hits} == {"image"}
+    images = [h for h in hits if h["modality"] == "image"]
+    assert images[0]["image_path"] == str((corpus / "coffee.png").resolve())
+    assert images[0]["signals"]["clip_image"]["rank"] == 1
+    # passages come through the picture's article: coffee.txt shares the image's title
+    assert [h["title"] for h in hits if h["modality"] == "text"] == ["coffee"]
+    assert [h for h in hits if h["modality"] == "text"][0]["signals"]["article"]["rank"] == 1
 
 
 def test_search_with_filter(run, corpus):

@@ -81,7 +81,8 @@ def test_search_labels_hits_passage_and_image_and_strips_heading_markers(run, in
     lines = result.stdout.splitlines()
     assert lines[0].startswith(" 1. [passage 0.") and lines[0].endswith(f"] Cat  <{indexed['corpus'] / 'cat.md'}>")
     assert lines[1] == "      Habits The cat is a small domestic animal that purrs."
-    assert lines[2].startswith(" 2. [image   ") and lines[2].endswith(f"] chelsea: {indexed['corpus'] / 'chelsea.png'}")
+    assert lines[2].startswith("      found by: dense #1 (")  # each hit then says which signals found it
+    assert lines[3].startswith(" 2. [image   ") and lines[3].endswith(f"] chelsea: {indexed['corpus'] / 'chelsea.png'}")
     assert "[text" not in result.stdout
 
 

@@ -100,8 +100,11 @@ def test_rag_demo_indexes_the_sample_and_shows_every_search(tmp_path, tiny_model
     assert re.fullmatch(rf"Indexed {re.escape(str(sample))}: \d+ passages and {images} images in "
                         rf"{re.escape(str(storage))} \({files} new files, 0 unchanged, \d+\.\d s\)\.", lines[0]), lines[0]
     headers = [line for line in lines if line.startswith("rag search")]
-    assert len(headers) == 5 and headers[3] == f"rag search --image {first_image(sample)}"
+    assert len(headers) == 5 and headers[3] == f"rag search --image {first_image(sample)} --top-k 1"
     results = [line for line in lines if line.startswith("  ")]
-    assert len(results) == 15
-    assert results[9] == f"  1. [image 1.000] Ancient Greek coins: {first_image(sample)}"
+    assert len(results) == 16  # 3 questions x 3 hits, the image search's 3 images and its article's passage, 3
+    # the picture itself first; the fused score no longer is its cosine similarity (1.000)
+    assert re.fullmatch(rf"  1\. \[image \d\.\d{{3}}\] Ancient Greek coins: {re.escape(str(first_image(sample)))}",
+                        results[9]), results[9]
+    assert any(re.fullmatch(r"  \d\. \[text \d\.\d{3}\] Ancient Greek coins: .*", line) for line in results[9:13])
     assert lines[-1] == "Try your own: rag search 'your question' [--image PATH] [--json]"

@@ -99,13 +99,14 @@ def test_as_retriever_is_a_llama_retriever_with_our_sizes_and_filters(service):
     retriever = service.as_retriever(top_k=2, image_top_k=1)
     assert isinstance(retriever, BaseRetriever)
     nodes = retriever.retrieve("a small domestic animal")
-    assert [type(n.node).__name__ for n in nodes] == ["TextNode", "TextNode", "ImageNode"]
+    assert sorted(type(n.node).__name__ for n in nodes) == ["ImageNode", "TextNode", "TextNode"]  # one fused list
     assert all(n.score is not None for n in nodes)
     only_cat = service.as_retriever(top_k=5, image_top_k=5, filters={"file_name": "cat.md"})
     assert [n.node.metadata["file_name"] for n in only_cat.retrieve("anything")] == ["cat.md"]
     image_query = service.as_retriever(top_k=2, image_top_k=2).retrieve(
         QueryBundle("", image_path=str(photo("chelsea.png"))))
-    assert [type(n.node).__name__ for n in image_query] == ["ImageNode", "ImageNode"]
+    kinds = [type(n.node).__name__ for n in image_query]  # the pictures, and passages of their articles
+    assert kinds[0] == "ImageNode" and kinds.count("ImageNode") == 2
 
 
 def test_as_query_engine_without_llm_is_the_no_llm_mode(service):

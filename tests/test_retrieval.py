@@ -23,17 +23,19 @@ def retriever(open_test_index, corpus):
 
 def test_image_query_ranks_the_same_photo_first(retriever, corpus):
     for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
-        hits = retriever.search(image=corpus / name, image_top_k=3)
+        hits = retriever.search(image=corpus / name, image_top_k=3, top_k=0)
         assert [h.modality for h in hits] == ["image"] * 3
         assert hits[0].image_path == str((corpus / name).resolve())
-        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert hits[0].signals["clip_image"]["rank"] == 1
+        assert hits[0].signals["clip_image"]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_text_query_returns_passages_then_images_with_separate_top_k(retriever):
+def test_text_query_returns_one_list_within_each_top_k(retriever):
     hits = retriever.search("the cat", top_k=2, image_top_k=1)
-    assert [h.modality for h in hits] == ["text", "text", "image"]
-    assert all(h.text for h in hits[:2])
-    assert hits[0].score >= hits[1].score
+    assert sorted(h.modality for h in hits) == ["image", "text", "text"]
+    assert all(h.text for h in hits if h.modality == "text")
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.signals for h in hits)
 
 
 def test_hits_carry_title_source_and_file(retriever, corpus):
@@ -48,8 +50,10 @@ def test_hits_carry_title_source_and_file(retriever, corpus):
 
 def test_joint_query_combines_text_and_image(retriever, corpus):
     hits = retriever.search("a photo", image=corpus / "rocket.jpg", top_k=1, image_top_k=2)
-    assert [h.modality for h in hits] == ["text", "image", "image"]
-    assert hits[1].image_path.endswith("rocket.jpg")
+    assert sorted(h.modality for h in hits) == ["image", "image", "text"]
+    images = [h for h in hits if h.modality == "image"]
+    assert images[0].image_path.endswith("rocket.jpg")
+    assert {"clip", "clip_image"} <= set(images[0].signals)
 
 
 def test_metadata_filters_apply_to_both_collections(retriever):

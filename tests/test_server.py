@@ -96,7 +96,7 @@ def test_search_get_returns_the_same_hits_as_the_service(client, service):
     got = client.get("/api/search", params={"q": "the moon", "top_k": 2, "image_top_k": 1}).json()
     expected = service.search("the moon", top_k=2, image_top_k=1).to_dict()
     assert got == json.loads(json.dumps(expected))
-    assert [h["modality"] for h in got["hits"]] == ["text", "text", "image"]
+    assert sorted(h["modality"] for h in got["hits"]) == ["image", "text", "text"]  # one fused list
 
 
 def test_search_get_with_filter(client):
@@ -108,9 +108,8 @@ def test_search_post_with_an_uploaded_image_finds_that_image(client, corpus):
     r = client.post("/api/search", data={"q": "", "image_top_k": "3"},
                     files={"image": ("coffee.png", photo_bytes("coffee.png"), "image/png")})
     assert r.status_code == 200, r.text
-    hits = r.json()["hits"]
-    assert {h["modality"] for h in hits} == {"image"}
-    assert hits[0]["image_path"] == str((corpus / "coffee.png").resolve())
+    hits = [h for h in r.json()["hits"] if h["modality"] == "image"]  # (and its article's passages)
+    assert len(hits) == 3 and hits[0]["image_path"] == str((corpus / "coffee.png").resolve())
 
 
 def test_search_post_with_json_filters(client):
@@ -408,7 +407,9 @@ def test_ask_streams_deltas_then_the_cited_answer(with_llm):
     text = "".join(d["text"] for e, d in events if e == "delta")
     answer = events[-1][1]
     assert answer["answer"] == text and text.startswith("This is a stand-in answer to 'What is the Moon?'.")
-    assert [s["n"] for s in answer["cited"]] == [1, 3]
+    sources = events[0][1]["sources"]  # one fused list: the stub cites its first passage and first picture
+    first = {kind: next(h["n"] for h in sources if h["modality"] == kind) for kind in ("text", "image")}
+    assert [s["n"] for s in answer["cited"]] == sorted(first.values()) and len(sources) == 3
     assert stub.chat_requests()[-1]["json"]["stream"] is True
     assert info == {"backend": "openai-like", "model": "stub-vl", "base_url": stub.url, "vision": False,
                     "configured": True}

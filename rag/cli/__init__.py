@@ -27,7 +27,7 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("ingest", "search", "info", "fetch", "ask", "demo", "migrate", "serve"):
+    for name in ("ingest", "search", "info", "fetch", "ask", "demo", "migrate", "serve", "eval"):
         main.add_command(importlib.import_module(f"rag.cli.{name}").command)
 
 

@@ -42,7 +42,7 @@ def command(corpus, storage, text_model, image_model) -> None:
         for question in demo_questions(corpus):
             _show(f"rag search {question!r}", rag.search(question, top_k=2, image_top_k=1).hits)
         image = first_image(corpus)
-        _show(f"rag search --image {image}", rag.search(image=image, image_top_k=3).hits)
+        _show(f"rag search --image {image} --top-k 1", rag.search(image=image, top_k=1, image_top_k=3).hits)
         _show(f"rag search 'a photograph' --image {image}",
               rag.search("a photograph", image=image, top_k=1, image_top_k=2).hits)
     click.echo("\nTry your own: rag search 'your question' [--image PATH] [--json]")

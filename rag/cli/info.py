@@ -24,3 +24,8 @@ def command(as_json, storage, text_model, image_model) -> None:
         click.echo(f"{kind.capitalize():<9} collection {collection['name']!r}: {plural(collection['points'], 'point')}"
                    f"{scanned}, model {info['models'][kind]}")
     click.echo(f"Files:    {info['files']} indexed")
+    signals = info.get("signals")
+    if signals:
+        click.echo(f"Signals:  BM25 over {signals['text']} passages; words and BM25 over {signals['image']} images")
+    elif any(c["points"] for c in info["collections"].values()) and info["store"] != "server":
+        click.echo("Signals:  none (an index built before them): rag migrate --signals adds them")

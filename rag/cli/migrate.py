@@ -1,4 +1,5 @@
-"""`rag migrate`: convert an index in qdrant-client's local folder format to qdrant-edge."""
+"""`rag migrate`: convert an index from qdrant-client's local folder format to qdrant-edge
+(--to edge), or build the lexical and caption signals of an index made before them (--signals)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,49 @@ from rag.cli.common import emit_json, plural, settings_from, storage_options
 
 
 @click.command("migrate")
-@click.option("--to", "target", type=click.Choice(["edge"]), default="edge", show_default=True,
-              help="Target format (the embedded qdrant-edge engine).")
+@click.option("--to", "target", type=click.Choice(["edge"]), default=None,
+              help="Target format (the embedded qdrant-edge engine) [default: edge, unless --signals alone].")
+@click.option("--signals", is_flag=True,
+              help="Build the BM25 and image-word signals from the index's own payloads (no image is embedded again).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
 @storage_options
-def command(target, as_json, storage, text_model, image_model) -> None:
-    """Copy an index built with RAG_STORE=local (qdrant-client's folder) into qdrant-edge.
+def command(target, signals, as_json, storage, text_model, image_model) -> None:
+    """Copy an index built with RAG_STORE=local (qdrant-client's folder) into qdrant-edge, and/or
+    (--signals) build the lexical and caption signals of an index made before them.
 
     Vectors and payloads are copied as they are: nothing is embedded again. The old folder
-    is kept as <storage>/qdrant.migrated; delete it once you are happy.
+    is kept as <storage>/qdrant.migrated; delete it once you are happy. --signals reads the
+    passages and the images' words from the index and embeds only those words, with the text
+    model that built the index.
     """
+    settings = settings_from(storage, text_model, image_model)
+    if signals and target is None:
+        return _signals(settings, as_json)
+    _convert(settings, target or "edge", as_json)
+    if signals:
+        _signals(settings, as_json)
+
+
+def _signals(settings, as_json: bool) -> None:
+    from rag.index.core import RagIndex
+    from rag.index.signals import upgrade_signals
+
+    if settings.uses_server:
+        raise click.ClickException("--signals needs an embedded index (RAG_QDRANT_URL is set): "
+                                   "signals for Qdrant servers are not built yet")
+    with RagIndex(settings, check_models=False) as index:
+        counts = upgrade_signals(index)
+    if as_json:
+        emit_json({"storage": str(settings.storage), "signals": counts})
+        return
+    click.echo(f"Built the signals of {settings.storage}: {plural(counts['text'], 'passage')}, "
+               f"{plural(counts['image'], 'image')} (no image embedded again).")
+
+
+def _convert(settings, target: str, as_json: bool) -> None:
     # Not through RagService: it converts a storage folder that the service cannot open yet.
     from rag.stores.migrate import migrate_local_to_edge
 
-    settings = settings_from(storage, text_model, image_model)
     copied = migrate_local_to_edge(settings)
     kept = f"{settings.storage}/qdrant.migrated"
     if as_json:

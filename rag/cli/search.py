@@ -1,4 +1,4 @@
-"""`rag search QUERY [--image PATH]`: passages and images for a text and/or image query."""
+"""`rag search QUERY [--image PATH]`: one ranked list of passages and images, each hit explained."""
 
 from __future__ import annotations
 
@@ -32,8 +32,14 @@ def no_hits_message(service: Any, request: SearchRequest) -> str:
     return f"No hits match all of the filters {describe_filters(request.filters)} together."
 
 
+def explain(signals: Dict[str, Dict[str, float]]) -> str:
+    """Which signals found a hit, with its rank and raw score in each: `dense #1 (0.564) · bm25 #1 (18.1)`."""
+    return " · ".join(f"{name} #{int(v['rank'])} ({v['score']:.3g})" for name, v in signals.items())
+
+
 def print_hits(hits) -> None:
-    """Numbered hits: `[passage 0.812] Title <source>` plus a snippet, or `[image 0.301] Title: path`."""
+    """Numbered hits: `[passage 0.812] Title <source>` plus a snippet, or `[image 0.301] Title: path`,
+    then the signals that found it."""
     width = max(len(label) for label in LABELS.values())
     for rank, hit in enumerate(hits, start=1):
         title = hit.title or Path(hit.file or hit.source).name
@@ -45,6 +51,8 @@ def print_hits(hits) -> None:
             click.echo(f"{rank:>2}. [{label} {hit.score:.3f}] {title}: {hit.image_path}")
             if hit.text:
                 click.echo(f"      {snippet(hit.text)}")
+        if hit.signals:
+            click.echo(f"      found by: {explain(hit.signals)}")
 
 
 def search_json(request: SearchRequest, result: Any) -> Dict[str, Any]:
@@ -56,16 +64,26 @@ def search_json(request: SearchRequest, result: Any) -> Dict[str, Any]:
 @click.argument("query", required=False, default="")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Query image: finds similar images (with QUERY: both).")
-@click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Passages to return.")
-@click.option("--image-top-k", type=click.IntRange(min=0), default=3, show_default=True, help="Images to return.")
+@click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Passages to return, at most.")
+@click.option("--image-top-k", type=click.IntRange(min=0), default=3, show_default=True, help="Images to return, at most.")
+@click.option("--limit", type=click.IntRange(min=1), help="Hits in all [default: --top-k plus --image-top-k].")
+@click.option("--min-images", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep at least this many images in the list when any matched.")
+@click.option("--signals", metavar="NAMES", help="Comma-separated signals to rank by "
+              "(dense, bm25, clip, clip_image, words, words_bm25, article) [default: all].")
+@click.option("--fusion", type=click.Choice(["dbsf", "rrf"]), help="How the signals are fused [default: dbsf].")
+@click.option("--mmr", type=click.FloatRange(0, 1), help="Diversify passages with MMR (lambda 0-1; qdrant-edge).")
 @filter_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"query", "image", "filters", "hits"} as JSON.')
 @storage_options
-def command(query, image, top_k, image_top_k, filters, as_json, storage, text_model, image_model) -> None:
-    """Search the index by text (QUERY), by image (--image), or both.
+def command(query, image, top_k, image_top_k, limit, min_images, signals, fusion, mmr, filters, as_json,
+            storage, text_model, image_model) -> None:
+    """Search the index by text (QUERY), by image (--image), or both: one list, best first.
 
-    Passages come from the text collection (BGE); images from the image collection (CLIP),
-    matched against QUERY's meaning, the --image picture, or both together.
+    Passages and images are ranked together. Each hit says which signals found it: dense and
+    bm25 (passages); clip, clip_image, words, words_bm25 and article (images: the query against
+    the picture, the image's own words, and its article's passages). An image query also finds
+    passages, through the articles of the images it matches.
 
     \b
     Examples:
@@ -75,8 +93,10 @@ def command(query, image, top_k, image_top_k, filters, as_json, storage, text_mo
     """
     if not query.strip() and image is None:
         raise click.UsageError(NOTHING_TO_SEARCH)
+    names = [n.strip() for n in signals.split(",") if n.strip()] if signals is not None else None
     request = SearchRequest(query=query, image=str(image) if image else None, top_k=top_k,
-                            image_top_k=image_top_k, filters=dict(filters))
+                            image_top_k=image_top_k, filters=dict(filters), limit=limit, min_images=min_images,
+                            signals=names, fusion=fusion, mmr=mmr)
     with service_from(storage, text_model, image_model) as service:
         result = service.search(request)
         hits = result.hits

@@ -20,6 +20,7 @@ from llama_index.core.schema import BaseNode
 
 from rag.config import Settings
 from rag.errors import RagError, StorageError
+from rag.index.signals import add_signals, open_signal_stores
 from rag.index.ledger import LEDGER_NAME, MODEL_FIELDS, FileEntry, Ledger, settle_models
 from rag.stores.base import Collection
 from rag.stores.factory import StorePair, open_stores
@@ -56,6 +57,7 @@ class RagIndex:
             except BaseException:
                 self.stores.close()
                 raise
+        self.signals: Dict[str, Any] = {} if self.settings.uses_server else open_signal_stores(self.settings)
         self._text_embedding = text_embedding
         self._image_embedding = image_embedding
 
@@ -103,11 +105,20 @@ class RagIndex:
         return self.collection(kind).has_points()
 
     def add(self, text_nodes: Sequence[BaseNode], image_nodes: Sequence[BaseNode]) -> None:
-        """Write already embedded nodes to their collections."""
+        """Write already embedded nodes to their collections, and their signals beside them."""
+        with_signals = bool(self.signals) and (bool(text_nodes) or bool(image_nodes)) and not self.needs_signals()
         if text_nodes:
             self.stores.text.add(list(text_nodes))
         if image_nodes:
             self.stores.image.add(list(image_nodes))
+        if with_signals:
+            add_signals(self.signals, text_nodes, image_nodes, self.text_embedding.get_text_embedding_batch)
+
+    def needs_signals(self) -> bool:
+        """Was this index built before the lexical and caption signals (`rag migrate --signals` adds them)?"""
+        if not self.signals or all(store.exists() for store in self.signals.values()):
+            return False
+        return any(self.has_points(kind) for kind in ("text", "image"))
 
     def delete_documents(self, doc_ids: Iterable[str]) -> None:
         """Delete documents from both collections (the stock index forgets the image one)."""
@@ -116,6 +127,8 @@ class RagIndex:
             if doc_ids and store.has_points():  # a collection not created yet has nothing to delete
                 for doc_id in doc_ids:
                     store.delete(doc_id)
+        for signals in self.signals.values():
+            signals.delete_documents(doc_ids)
 
     def build_search_graphs(self) -> bool:
         """Index new points in the collections' search graphs (qdrant-edge builds HNSW now).
@@ -123,6 +136,7 @@ class RagIndex:
         Servers index in the background on their own; returns True when anything was built.
         """
         built = [store.build_search_graph() for store in (self.stores.text, self.stores.image)]
+        built += [signals.optimize() for signals in self.signals.values()]
         return any(built)
 
     def remember_models(self) -> None:
@@ -171,9 +185,13 @@ class RagIndex:
             "models": {kind: self.ledger.models.get(kind, getattr(self.settings, name))
                        for kind, name in MODEL_FIELDS.items()},
             "files": len(self.ledger.files),
+            "signals": ({kind: store.count() for kind, store in self.signals.items()}
+                        if self.signals and all(s.exists() for s in self.signals.values()) else None),
         }
 
     def close(self) -> None:
+        for signals in self.signals.values():
+            signals.close()
         self.stores.close()
 
     def __enter__(self) -> "RagIndex":

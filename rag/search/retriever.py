@@ -1,25 +1,28 @@
-"""Retrieval: text -> passages (BGE) and images (CLIP text tower); image -> images (CLIP).
+"""Retrieval: one ranked list of passages and images for a text query, an image, or both.
 
-A query is text, an image, or both. Query vectors are computed here and handed to the stores
-directly, so nothing is written back into a caller's `QueryBundle` (stock defect 2), and the
-two encoders run at the same time. `as_llama_retriever()` offers the same search as a
+Query vectors are computed here and handed to the stores directly, so nothing is written back
+into a caller's `QueryBundle` (stock defect 2), and the two encoders run at the same time.
+`rag.search.hybrid` runs each signal's leg and fuses them. `as_llama_retriever()` offers the same search as a
 LlamaIndex retriever for query engines.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
-from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQuery
+from llama_index.core.vector_stores.types import MetadataFilters
 
 from rag.config import Settings
 from rag.errors import RagError
 from rag.types import Hit
 from rag.index.core import RagIndex, open_index
+from rag.search.hybrid import HybridSearch, edge_mmr_query, store_query
+from rag.search.signals import FusionSettings
 from rag.search.nodes import hit_to_node, hit_to_scored_node, node_to_hit  # noqa: F401 (re-exported)
 
 ImageQuery = Union[str, Path, None]
@@ -42,16 +45,39 @@ def as_filters(filters: Union[MetadataFilters, Dict[str, Any], None]) -> Optiona
 
 
 class Retriever:
-    """Searches both collections of an index; models load only when a query needs them."""
+    """Searches both collections of an index; models load only when a query needs them.
 
-    def __init__(self, index: RagIndex) -> None:
+    `fusion` (a `FusionSettings`) says which signals rank the hits and how they are fused;
+    the default is what measured best on the sample questions (docs/quality.md).
+    """
+
+    def __init__(self, index: RagIndex, fusion: Optional[FusionSettings] = None) -> None:
         self.index = index
+        self.fusion = fusion or FusionSettings()
+        self._hybrid: Optional[HybridSearch] = None
 
-    def _query(self, store: Any, vector: List[float], top_k: int, filters: Optional[MetadataFilters]) -> List[Hit]:
-        result = store.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=top_k, filters=filters))
-        nodes = result.nodes or []
-        scores = result.similarities or [0.0] * len(nodes)
-        return [node_to_hit(node, score) for node, score in zip(nodes, scores)]
+    @property
+    def hybrid(self) -> HybridSearch:
+        if self._hybrid is None:
+            stores = {"text": self.index.stores.text, "image": self.index.stores.image}
+            self._hybrid = HybridSearch(
+                dense_query=lambda kind, vector, limit, filters: store_query(stores[kind], vector, limit, filters),
+                get_nodes=lambda kind, ids: stores[kind].get_nodes(node_ids=list(ids)),
+                signals=self.index.signals,
+                mmr_query=lambda kind, vector, limit, filters, lam: edge_mmr_query(stores[kind], vector, limit, filters, lam),
+            )
+        return self._hybrid
+
+    def notes(self) -> List[str]:
+        """Things a user should know about this index's search (printed by the CLI)."""
+        if self.index.settings.uses_server:
+            return ["lexical and caption signals are not built for Qdrant servers yet: searching with dense "
+                    "vectors (and CLIP) only"]
+        if self.index.needs_signals():
+            return [f"the index in {self.index.settings.storage} was built before lexical and caption signals: "
+                    f"searching with dense vectors only. Add them (no image is embedded again) with: "
+                    f"rag migrate --signals --storage {self.index.settings.storage}"]
+        return []
 
     def search(
         self,
@@ -60,45 +86,49 @@ class Retriever:
         top_k: int = 5,
         image_top_k: int = 3,
         filters: Union[MetadataFilters, Dict[str, Any], None] = None,
+        *,
+        min_images: int = 0,
+        limit: Optional[int] = None,
+        fusion: Optional[FusionSettings] = None,
     ) -> List[Hit]:
-        """Passages (best first) then images (best first) for a text and/or image query."""
+        """One list of passages (at most `top_k`) and images (at most `image_top_k`), best first.
+
+        `limit` caps the whole list (default: both caps together); `min_images` keeps that many
+        images in it when any matched. Each hit's `signals` gives its rank and score per signal.
+        """
         query = (query or "").strip()
         if not query and image is None:
             raise RagError("nothing to search for: give a text query, an image (--image PATH), or both")
         if image is not None and not Path(image).is_file():
             raise RagError(f"{image}: no such image file")
+        if min_images < 0 or (limit is not None and limit < 0):
+            raise RagError("--min-images and --limit cannot be negative")
+        settings = fusion or self.fusion
         filters = as_filters(filters)
-        # "any points?" from the stores' statistics: an exact count would visit every point
-        want_text = bool(query) and top_k > 0 and self.index.has_points("text")
+        want_text = top_k > 0 and self.index.has_points("text") and (bool(query) or "article" in settings.signals)
         want_images = image_top_k > 0 and self.index.has_points("image")
 
         jobs: Dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=3) as pool:
-            if want_text:
+            if query and (want_text or want_images):
                 jobs["text"] = pool.submit(self.index.text_embedding.get_query_embedding, query)
-            if want_images and query:
+            if want_images and query and "clip" in settings.signals:
                 jobs["clip_text"] = pool.submit(self.index.image_embedding.get_query_embedding, query)
             if want_images and image is not None:
                 jobs["clip_image"] = pool.submit(self.index.image_embedding.get_image_embedding, str(image))
             vectors = {name: job.result() for name, job in jobs.items()}
-
-        hits: List[Hit] = []
-        if "text" in vectors:
-            hits += self._query(self.index.stores.text, vectors["text"], top_k, filters)
-        if want_images:
-            if "clip_text" in vectors and "clip_image" in vectors:
-                image_vector = average_vectors(vectors["clip_text"], vectors["clip_image"])
-            else:
-                image_vector = vectors.get("clip_image") or vectors["clip_text"]
-            hits += self._query(self.index.stores.image, image_vector, image_top_k, filters)
-        return hits
+        if image is not None and "clip_image" not in settings.signals:  # an image query needs it
+            settings = replace(settings, signals=settings.signals + ("clip_image",))
+        return self.hybrid.search(query, vectors, top_k=top_k, image_top_k=image_top_k, filters=filters,
+                                  settings=settings, want_text=want_text, want_images=want_images,
+                                  min_images=min_images, limit=limit)
 
     def as_llama_retriever(self, top_k: int = 5, image_top_k: int = 3) -> "LlamaRetriever":
         return LlamaRetriever(self, top_k=top_k, image_top_k=image_top_k)
 
 
 class LlamaRetriever(BaseRetriever):
-    """The same search as a LlamaIndex retriever (nodes with scores, passages then images)."""
+    """The same search as a LlamaIndex retriever: nodes with their fused scores, in the fused order."""
 
     def __init__(self, retriever: Retriever, top_k: int = 5, image_top_k: int = 3) -> None:
         super().__init__()
