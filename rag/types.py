@@ -126,6 +126,15 @@ def _check_query(text: Any, image: Any, top_k: Any, image_top_k: Any, filters: A
     return []
 
 
+def _validate_text(request: Any, name: str, nothing: str) -> List[str]:
+    """Check a request whose text is the field `name`; cut that text to MAX_QUERY_CHARS if longer."""
+    text = getattr(request, name)
+    notes = _check_query(text, request.image, request.top_k, request.image_top_k, request.filters, nothing, name)
+    if notes:
+        setattr(request, name, text[:MAX_QUERY_CHARS])
+    return notes
+
+
 @dataclass
 class SearchRequest(_Plain):
     """A query: text, an image (a path on the machine that runs the search), or both.
@@ -149,11 +158,7 @@ class SearchRequest(_Plain):
         Returns notes for the caller to pass on: a query over MAX_QUERY_CHARS is cut to that
         length here (`self.query` is replaced) and the note says so.
         """
-        notes = _check_query(self.query, self.image, self.top_k, self.image_top_k, self.filters,
-                             NOTHING_TO_SEARCH, "query")
-        if notes:
-            self.query = self.query[:MAX_QUERY_CHARS]
-        return notes
+        return _validate_text(self, "query", NOTHING_TO_SEARCH)
 
 
 @dataclass
@@ -187,11 +192,7 @@ class AskRequest(_Plain):
 
     def validate(self) -> List[str]:
         """Like `SearchRequest.validate()`: raise BadInputError, or cut a long question and say so."""
-        notes = _check_query(self.question, self.image, self.top_k, self.image_top_k, self.filters,
-                             NOTHING_TO_ASK, "question")
-        if notes:
-            self.question = self.question[:MAX_QUERY_CHARS]
-        return notes
+        return _validate_text(self, "question", NOTHING_TO_ASK)
 
 
 @dataclass

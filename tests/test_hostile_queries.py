@@ -140,7 +140,8 @@ def test_service_refuses_bad_requests_before_any_search(service):
 def test_enormous_query_searches_and_asks(service):
     text = "The cat is a small domestic animal that purrs. " * 8000  # ~380,000 characters
     result = service.search(text, top_k=2, image_top_k=1)
-    assert [h.modality for h in result.hits] == ["text", "text", "image"]
+    assert sorted(h.modality for h in result.hits) == ["image", "text", "text"]  # one list, fused across kinds
+    assert result.hits[0].modality == "text"  # the passage about cats leads
     assert result.notes == [truncation_note(len(text))]
     answer = service.ask(text, top_k=1, image_top_k=0)
     assert answer.notes[0] == truncation_note(len(text))
@@ -240,7 +241,7 @@ def test_cli_enormous_query(cli):
     result = cli("search", "cat " * 100_000, "--top-k", "1", "--image-top-k", "0")
     assert result.exit_code == 0
     assert "Traceback" not in result.output
-    assert result.stdout.count("\n") == 2  # one hit: its title line and its snippet
+    assert result.stdout.count("\n") == 3  # one hit: its title line, its snippet, what found it
     assert result.stderr == "Note: The query was 400,000 characters long; only its first 10,000 were used.\n"
 
 
@@ -264,7 +265,9 @@ def test_cli_search_shows_the_note_when_the_query_was_cut(monkeypatch):
     from rag.types import Hit
 
     class Fixed:
-        def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None):
+        notes: list = []
+
+        def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None, **options):
             self.query = query
             return [Hit("text", 0.5, "n1", "s", text="t")]
 
