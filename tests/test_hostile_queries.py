@@ -265,7 +265,8 @@ def test_cli_search_shows_the_note_when_the_query_was_cut(monkeypatch):
     from rag.types import Hit
 
     class Fixed:
-        notes: list = []
+        def notes(self):
+            return []
 
         def search(self, query="", image=None, top_k=5, image_top_k=3, filters=None, **options):
             self.query = query
