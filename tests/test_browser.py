@@ -149,7 +149,10 @@ def test_search_upload_and_ask_in_a_real_browser(server, browser, stub):
     answer = d.find_element(By.ID, "answer-text").text
     assert answer.startswith("This is a stand-in answer to 'Where do coffee beans come from?'.")
     cites = d.find_elements(By.CSS_SELECTOR, "#answer-text a.cite")
-    assert [c.text for c in cites] == ["[1]", "[6]"]
+    # the stand-in cites the best passage [1] and the first picture among the fused sources
+    assert [c.text for c in cites][0] == "[1]" and len(cites) == 2
+    picture = d.find_element(By.ID, f"src-{cites[1].text.strip('[]')}")
+    assert picture.get_attribute("class") == "hit image"
     stream_request = stub.chat_requests()[-1]["json"]
     assert stream_request["stream"] is True
     cites[0].click()
