@@ -11,7 +11,8 @@ makes them: seeded random unit vectors, payloads shaped like `rag ingest`'s, HNS
 2. `rag serve` in its own process: time until it answers;
 3. warm `GET /api/search?q=...&top_k=5&image_top_k=3` from C concurrent clients (one HTTP
    connection each, distinct 5-10 word queries): latency p50/p95 and throughput, and the same
-   with one client;
+   with one client; then all of it again with `RAG_QUERY_BATCH=1` (each query its own forward
+   pass), the baseline for the query batcher;
 4. a search through the running server from a fresh process: `open_service().search(...)`, what
    `rag search` does once it detects the server (interpreter start, `import rag.service`,
    httpx, one request, printing).
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -63,8 +65,10 @@ def build_index(args: argparse.Namespace) -> Dict[str, Any]:
 
     storage = Path(args.storage)
     marker = storage / ".bench-complete"
-    if marker.is_file():
+    if marker.is_file() and (storage / "signals").is_dir():
         return json.loads(marker.read_text())
+    shutil.rmtree(storage, ignore_errors=True)  # absent, or built before the lexical and caption signals
+    storage.mkdir(parents=True)
     fill_args = argparse.Namespace(text_model=args.text_model, image_model=args.image_model, storage=str(storage),
                                    n=args.n, seed=0, query_instruction=None, precision=None)
     result = query.fill_ours(fill_args)
@@ -124,6 +128,41 @@ def load(url: str, clients: int, requests: int, queries: List[str]) -> Dict[str,
             "per_s": round(len(latencies) / wall, 1)}
 
 
+def serve_and_load(args: argparse.Namespace, env: Dict[str, str], queries: List[str], through: bool) -> Dict[str, Any]:
+    """Start `rag serve` with `env`, time its start, load it with C clients then 1, stop it."""
+    from rag.client import running_server
+    import httpx
+
+    report: Dict[str, Any] = {"query_batch": env.get("RAG_QUERY_BATCH", "default")}
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", "0", "--log-level", "warning"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        advert = None
+        while advert is None:
+            if server.poll() is not None:
+                raise SystemExit(f"rag serve failed:\n{server.stderr.read()[-2000:]}")
+            time.sleep(0.05)
+            advert = running_server(args.storage)
+        while True:
+            try:
+                if httpx.get(advert["url"] + "/api/info", trust_env=False, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        report["server_start_s"] = round(time.perf_counter() - started, 2)
+        load(advert["url"], args.clients, 4 * args.clients, queries[-50:])  # warm-up
+        report["warm"] = load(advert["url"], args.clients, args.requests, queries)
+        report["warm_1_client"] = load(advert["url"], 1, max(50, args.requests // 4), queries)
+        if through:
+            runs = [timed_process([sys.executable, "-c", THROUGH_SERVER, q], env) for q in queries[:args.runs]]
+            report["through_server_s"] = {"median": round(statistics.median(runs), 3), "runs": [round(t, 3) for t in runs]}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="points per collection")
@@ -146,36 +185,9 @@ def main() -> None:
     cold = [timed_process([sys.executable, "-m", "rag.cli", "search", q, "--json"], env) for q in queries[:args.runs]]
     report["cold_embedded_s"] = {"median": round(statistics.median(cold), 2), "runs": [round(c, 2) for c in cold]}
 
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", "0", "--log-level", "warning"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        from rag.client import running_server
-
-        advert = None
-        while advert is None:
-            if server.poll() is not None:
-                raise SystemExit(f"rag serve failed:\n{server.stderr.read()[-2000:]}")
-            time.sleep(0.05)
-            advert = running_server(args.storage)
-        import httpx
-
-        while True:
-            try:
-                if httpx.get(advert["url"] + "/api/info", trust_env=False, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        report["server_start_s"] = round(time.perf_counter() - started, 2)
-        load(advert["url"], args.clients, 4 * args.clients, queries[-50:])  # warm-up
-        report["warm"] = load(advert["url"], args.clients, args.requests, queries)
-        report["warm_1_client"] = load(advert["url"], 1, max(50, args.requests // 4), queries)
-        through = [timed_process([sys.executable, "-c", THROUGH_SERVER, q], env) for q in queries[:args.runs]]
-        report["through_server_s"] = {"median": round(statistics.median(through), 3),
-                                      "runs": [round(t, 3) for t in through]}
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+    report["batched"] = serve_and_load(args, env, queries, through=True)
+    # the same load with the query batcher off: one forward pass per query
+    report["one_query_per_pass"] = serve_and_load(args, {**env, "RAG_QUERY_BATCH": "1"}, queries, through=False)
     report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))
 

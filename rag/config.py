@@ -164,6 +164,7 @@ class Settings:
     chunk_overlap: int = _setting(48, "tokens shared by consecutive passages (below the chunk size)", ge=0)
     text_batch_size: int = _setting(32, "passages per text-model batch", gt=0)
     image_batch_size: int = _setting(16, "images per CLIP batch", gt=0)
+    query_batch: int = _setting(32, "concurrent queries encoded in one forward pass (1: one at a time)", gt=0)
     max_image_pixels: int = _setting(64_000_000, "larger images are skipped as decompression bombs", gt=0)
     llm: str = _setting("none", "the answering model's backend (see `rag ask`)",
                         choices=("none", "openai", "openai-like", "ollama"))

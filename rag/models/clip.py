@@ -133,16 +133,20 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
 
     # -- LlamaIndex interface ----------------------------------------------------------
     def _get_text_embeddings(self, texts: List[str]) -> List[Embedding]:
-        out: List[Embedding] = []
-        for batch in batched(texts, self.embed_batch_size):
-            out.extend(self.embed_text_batch(batch))
-        return out
+        return self.get_query_embedding_batch(texts)  # CLIP encodes queries and texts alike
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self.embed_text_batch([text])[0]
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self.embed_text_batch([query])[0]
+
+    def get_query_embedding_batch(self, queries: List[str]) -> List[Embedding]:
+        """Many text queries in one forward pass of the text tower."""
+        out: List[Embedding] = []
+        for batch in batched(queries, self.embed_batch_size):
+            out.extend(self.embed_text_batch(batch))
+        return out
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return self._get_query_embedding(query)

@@ -53,6 +53,10 @@ def text_embedding_class() -> Any:
             with precision_context(self.precision, str(self._device)):
                 return super()._embed(inputs, prompt_name)
 
+        def get_query_embedding_batch(self, queries: List[str]) -> List[List[float]]:
+            """Many queries (with the query instruction) in one forward pass."""
+            return self._embed(list(queries), prompt_name="query")
+
     _TEXT_EMBEDDING_CLASS = RagTextEmbedding
     return RagTextEmbedding
 

@@ -1,14 +1,16 @@
 """Retrieval: one ranked list of passages and images for a text query, an image, or both.
 
 Query vectors are computed here and handed to the stores directly, so nothing is written back
-into a caller's `QueryBundle` (stock defect 2), and the two encoders run at the same time.
+into a caller's `QueryBundle` (stock defect 2). Each encoder has a `QueryBatcher`: the encoders
+of one search run at the same time, and the queries of concurrent searches (a server's
+clients) share forward passes.
 `rag.search.hybrid` runs each signal's leg and fuses them. `as_llama_retriever()` offers the same search as a
 LlamaIndex retriever for query engines.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -21,6 +23,7 @@ from rag.config import Settings
 from rag.errors import RagError
 from rag.types import Hit
 from rag.index.core import RagIndex, open_index
+from rag.models.query_batcher import QueryBatcher, image_encoder, query_encoder
 from rag.search.hybrid import HybridSearch, edge_mmr_query, store_query
 from rag.search.signals import FusionSettings
 from rag.search.nodes import hit_to_node, hit_to_scored_node, node_to_hit  # noqa: F401 (re-exported)
@@ -55,6 +58,22 @@ class Retriever:
         self.index = index
         self.fusion = fusion or FusionSettings()
         self._hybrid: Optional[HybridSearch] = None
+        self._batchers: Dict[str, QueryBatcher] = {}
+        self._batchers_lock = threading.Lock()
+
+    def _encoder(self, name: str) -> QueryBatcher:
+        """The batcher of one query encoder: "text", "clip_text" or "clip_image" (models load on first use)."""
+        with self._batchers_lock:
+            if name in self._batchers:
+                return self._batchers[name]
+            if name == "text":
+                encode = query_encoder(self.index.text_embedding)
+            elif name == "clip_text":
+                encode = query_encoder(self.index.image_embedding)
+            else:
+                encode = image_encoder(self.index.image_embedding)
+            self._batchers[name] = QueryBatcher(encode, max_batch=self.index.settings.query_batch)
+            return self._batchers[name]
 
     @property
     def hybrid(self) -> HybridSearch:
@@ -109,14 +128,13 @@ class Retriever:
         want_images = image_top_k > 0 and self.index.has_points("image")
 
         jobs: Dict[str, Any] = {}
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            if query and (want_text or want_images):
-                jobs["text"] = pool.submit(self.index.text_embedding.get_query_embedding, query)
-            if want_images and query and "clip" in settings.signals:
-                jobs["clip_text"] = pool.submit(self.index.image_embedding.get_query_embedding, query)
-            if want_images and image is not None:
-                jobs["clip_image"] = pool.submit(self.index.image_embedding.get_image_embedding, str(image))
-            vectors = {name: job.result() for name, job in jobs.items()}
+        if query and (want_text or want_images):
+            jobs["text"] = self._encoder("text").submit(query)
+        if want_images and query and "clip" in settings.signals:
+            jobs["clip_text"] = self._encoder("clip_text").submit(query)
+        if want_images and image is not None:
+            jobs["clip_image"] = self._encoder("clip_image").submit(str(image))
+        vectors = {name: job.result() for name, job in jobs.items()}
         if image is not None and "clip_image" not in settings.signals:  # an image query needs it
             settings = replace(settings, signals=settings.signals + ("clip_image",))
         return self.hybrid.search(query, vectors, top_k=top_k, image_top_k=image_top_k, filters=filters,

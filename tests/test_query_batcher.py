@@ -1,0 +1,156 @@
+"""Concurrent query encodings share forward passes, and give the vectors a lone query gets."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rag.models.query_batcher import QueryBatcher, query_encoder
+
+
+class GatedEncoder:
+    """Records each batch; the first batch waits for `release` so that later items queue up."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.batches = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, items):
+        self.batches.append(list(items))
+        self.started.set()
+        self.release.wait(5)
+        if self.fail_on and self.fail_on in items:
+            raise ValueError(f"cannot encode {self.fail_on!r}")
+        return [[float(len(item)), float(ord(item[0]))] for item in items]
+
+
+def test_a_lone_query_is_encoded_at_once_in_a_batch_of_one():
+    encoder = GatedEncoder()
+    encoder.release.set()
+    batcher = QueryBatcher(encoder)
+    assert batcher.encode("moon") == [4.0, float(ord("m"))]
+    assert encoder.batches == [["moon"]]
+
+
+def test_queries_that_wait_together_share_one_batch_and_each_gets_its_own_vector():
+    encoder = GatedEncoder()
+    batcher = QueryBatcher(encoder)
+    first = batcher.submit("a")
+    assert encoder.started.wait(5)
+    waiting = {word: batcher.submit(word) for word in ["bb", "ccc", "dddd", "eeeee"]}
+    encoder.release.set()
+    assert first.result(5) == [1.0, float(ord("a"))]
+    assert {word: future.result(5)[0] for word, future in waiting.items()} == {"bb": 2.0, "ccc": 3.0, "dddd": 4.0, "eeeee": 5.0}
+    assert encoder.batches == [["a"], ["bb", "ccc", "dddd", "eeeee"]]
+
+
+def test_batches_are_capped_at_max_batch():
+    encoder = GatedEncoder()
+    batcher = QueryBatcher(encoder, max_batch=2)
+    batcher.submit("a")
+    assert encoder.started.wait(5)
+    futures = [batcher.submit(w) for w in ["b", "c", "d"]]
+    encoder.release.set()
+    [f.result(5) for f in futures]
+    assert encoder.batches == [["a"], ["b", "c"], ["d"]]
+
+
+def test_one_bad_query_fails_alone_and_the_others_in_its_batch_get_their_vectors():
+    encoder = GatedEncoder(fail_on="bad")
+    batcher = QueryBatcher(encoder)
+    batcher.submit("x")
+    assert encoder.started.wait(5)
+    good, bad, other = batcher.submit("good"), batcher.submit("bad"), batcher.submit("other")
+    encoder.release.set()
+    assert good.result(5)[0] == 4.0 and other.result(5)[0] == 5.0
+    with pytest.raises(ValueError, match="cannot encode 'bad'"):
+        bad.result(5)
+    assert encoder.batches[1] == ["good", "bad", "other"]  # tried together first, then one by one
+
+
+def test_an_encoder_returning_the_wrong_number_of_vectors_is_an_error_not_a_mixup():
+    batcher = QueryBatcher(lambda items: [])
+    with pytest.raises(RuntimeError, match="the encoder returned 0 vectors for 1 queries"):
+        batcher.encode("one")
+
+
+def test_the_worker_thread_exits_when_idle():
+    batcher = QueryBatcher(lambda items: [[0.0] for _ in items], idle_seconds=0.05)
+    batcher.encode("a")
+    deadline = time.monotonic() + 5
+    while any(t.name == "rag-query-encoder" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(t.name == "rag-query-encoder" for t in threading.enumerate())
+    assert batcher.encode("b") == [0.0]  # and a new one starts on demand
+
+
+def test_foreign_embeddings_are_called_one_query_at_a_time():
+    class Foreign:
+        def __init__(self):
+            self.calls = []
+
+        def get_query_embedding(self, query):
+            self.calls.append(query)
+            return [float(len(query))]
+
+    model = Foreign()
+    assert query_encoder(model)(["ab", "abc"]) == [[2.0], [3.0]]
+    assert model.calls == ["ab", "abc"]
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_batched_query_vectors_equal_one_query_vectors(shared_embeddings, kind):
+    model = shared_embeddings[kind]
+    queries = ["moon", "a cup of coffee on a wooden table", "who wrote one of the first compilers?"]
+    batched = np.array(query_encoder(model)(queries))
+    alone = np.array([model.get_query_embedding(q) for q in queries])
+    cosines = (batched * alone).sum(axis=1) / (np.linalg.norm(batched, axis=1) * np.linalg.norm(alone, axis=1))
+    assert cosines.min() > 0.99999
+
+
+class RecordingText:
+    """The tiny text model behind a gate: the first batch waits until every search has queued."""
+
+    def __init__(self, model, expected: int):
+        self.model = model
+        self.batches = []
+        self.queued = threading.Semaphore(0)
+        self.expected = expected
+
+    def get_query_embedding_batch(self, queries):
+        if not self.batches:
+            for _ in range(self.expected):  # hold the first forward pass until all searches wait
+                self.queued.acquire(timeout=5)
+        self.batches.append(list(queries))
+        return self.model.get_query_embedding_batch(queries)
+
+
+def test_concurrent_searches_share_the_text_forward_pass_and_each_gets_its_own_hits(open_test_index, corpus):
+    from rag.index.ingest import ingest
+    from rag.search.retriever import Retriever
+
+    index = open_test_index()
+    ingest(index, [corpus], progress=False)
+    queries = ["cat that purrs", "roasted coffee beans", "satellite of the Earth", "domestic animal", "a drink"]
+    alone = {q: [h.node_id for h in Retriever(index).search(q, top_k=3, image_top_k=0)] for q in queries}
+
+    retriever = Retriever(index)
+    recording = RecordingText(index.text_embedding, expected=len(queries))
+    index._text_embedding = recording
+    found = {}
+
+    def search(q):
+        recording.queued.release()
+        found[q] = [h.node_id for h in retriever.search(q, top_k=3, image_top_k=0)]
+
+    threads = [threading.Thread(target=search, args=(q,)) for q in queries]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert found == alone
+    assert sum(len(b) for b in recording.batches) == len(queries)
+    assert len(recording.batches) < len(queries)  # at least two searches shared a forward pass
