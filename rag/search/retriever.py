@@ -5,7 +5,7 @@ into a caller's `QueryBundle` (stock defect 2). Each encoder has a `QueryBatcher
 of one search run at the same time, and the queries of concurrent searches (a server's
 clients) share forward passes.
 `rag.search.hybrid` runs each signal's leg and fuses them. `as_llama_retriever()` offers the same search as a
-LlamaIndex retriever for query engines.
+LlamaIndex retriever (`rag.search.llama.RagRetriever`) for query engines.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from rag.config import Settings
@@ -141,24 +139,11 @@ class Retriever:
                                   settings=settings, want_text=want_text, want_images=want_images,
                                   min_images=min_images, limit=limit)
 
-    def as_llama_retriever(self, top_k: int = 5, image_top_k: int = 3) -> "LlamaRetriever":
-        return LlamaRetriever(self, top_k=top_k, image_top_k=image_top_k)
+    def as_llama_retriever(self, top_k: int = 5, image_top_k: int = 3, filters: Any = None) -> Any:
+        """The same search as a LlamaIndex `BaseRetriever` (`rag.search.llama.RagRetriever`)."""
+        from rag.search.llama import RagRetriever
 
-
-class LlamaRetriever(BaseRetriever):
-    """The same search as a LlamaIndex retriever: nodes with their fused scores, in the fused order."""
-
-    def __init__(self, retriever: Retriever, top_k: int = 5, image_top_k: int = 3) -> None:
-        super().__init__()
-        self._retriever = retriever
-        self._top_k = top_k
-        self._image_top_k = image_top_k
-
-    def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
-        image = query_bundle.image_path if getattr(query_bundle, "image_path", None) else None
-        hits = self._retriever.search(query_bundle.query_str, image=image, top_k=self._top_k,
-                                      image_top_k=self._image_top_k)
-        return [hit_to_scored_node(hit) for hit in hits]
+        return RagRetriever(self, top_k=top_k, image_top_k=image_top_k, filters=filters)
 
 
 def open_retriever(settings: Optional[Settings] = None) -> Retriever:
