@@ -93,20 +93,26 @@ def choose_models(settings: Settings, *, probe: bool = True, loaders: Optional[D
 
     `probe=False` (a command that embeds nothing, like `rag info`) loads nothing: it only
     notes that the index records stand-ins. An explicit model that differs from the one the
-    index records is refused here with the ledger's message (before anything loads).
+    index records is refused here with the ledger's message (before anything loads); when a
+    default is probed, an explicit model is loaded first, so that its failure comes first.
     """
     ledger = Ledger.load(Path(settings.storage) / LEDGER_NAME)
     if probe:
         settle_models(ledger, settings)  # raises the refusal for an explicitly different model
     choice = ModelChoice(settings)
+    explicit = [kind for kind, name in MODEL_FIELDS.items() if settings.is_explicit(name)]
+    to_probe = [kind for kind in MODEL_FIELDS if kind not in explicit and not ledger.models.get(kind)]
+    if probe and to_probe and explicit:
+        loaders = loaders or default_loaders()
+        for kind in explicit:  # an explicit model that fails, fails first: no stand-in is built for nothing
+            setattr(choice, kind, loaders[kind](settings))
     recorded_stand_ins = []
     replaced = False
     for kind, name in MODEL_FIELDS.items():
-        if settings.is_explicit(name):
+        if kind in explicit:
             continue
-        recorded = ledger.models.get(kind)
-        if recorded:
-            described = describe_stand_in(kind, recorded)
+        if kind not in to_probe:
+            described = describe_stand_in(kind, ledger.models[kind])
             if described:
                 recorded_stand_ins.append(described)
             continue

@@ -115,6 +115,18 @@ def test_explicit_and_recorded_models_are_never_probed(tmp_path, minilm_dir, mon
     assert (choice.text, choice.image, choice.notes, asked) == (None, None, [], [])
 
 
+def test_an_explicit_model_that_fails_fails_before_any_default_is_probed(tmp_path):
+    asked: list = []
+    settings = Settings.from_env({"RAG_TEXT_MODEL": "my/text"}, storage=tmp_path / "storage")
+    with pytest.raises(ModelLoadError) as err:
+        choose_models(settings, loaders=failing_loaders({"my/text", DEFAULT.image_model}, asked))
+    assert str(err.value) == "cannot load my/text" and asked == ["my/text"]
+    assert not (tmp_path / "storage").exists()
+    # when it loads, it is kept (the index does not load it again) and the default is probed
+    choice = choose_models(settings, loaders=failing_loaders(set(), asked))
+    assert (choice.text, choice.image, asked[1:]) == ("my/text", DEFAULT.image_model, ["my/text", DEFAULT.image_model])
+
+
 def test_a_ledger_with_stand_ins_is_announced_once(tmp_path, minilm_dir, monkeypatch):
     monkeypatch.setattr(rag.standins, "minilm_folder", lambda: minilm_dir)
     storage = tmp_path / "storage"
