@@ -93,8 +93,9 @@ def choose_models(settings: Settings, *, probe: bool = True, loaders: Optional[D
 
     `probe=False` (a command that embeds nothing, like `rag info`) loads nothing: it only
     notes that the index records stand-ins. An explicit model that differs from the one the
-    index records is refused here with the ledger's message (before anything loads); when a
-    default is probed, an explicit model is loaded first, so that its failure comes first.
+    index records is refused here with the ledger's message (before anything loads). Before a
+    default is probed, the index is opened once and an explicit model is loaded, so that their
+    failures come first, with no stand-in built for nothing.
     """
     ledger = Ledger.load(Path(settings.storage) / LEDGER_NAME)
     if probe:
@@ -102,6 +103,10 @@ def choose_models(settings: Settings, *, probe: bool = True, loaders: Optional[D
     choice = ModelChoice(settings)
     explicit = [kind for kind, name in MODEL_FIELDS.items() if settings.is_explicit(name)]
     to_probe = [kind for kind in MODEL_FIELDS if kind not in explicit and not ledger.models.get(kind)]
+    if probe and to_probe:
+        from rag.index.core import RagIndex
+
+        RagIndex(settings).close()  # storage that cannot be opened (a bad server URL, a lock) fails first
     if probe and to_probe and explicit:
         loaders = loaders or default_loaders()
         for kind in explicit:  # an explicit model that fails, fails first: no stand-in is built for nothing

@@ -212,3 +212,19 @@ def test_rag_command_is_the_one_that_works_from_the_users_shell(tmp_path):
     assert rag_command("/x/rag/__main__.py", str(python), on_path.get, cwd=tmp_path) == ".venv/bin/python -m rag"
     spaced = tmp_path / "my dir" / "python"
     assert rag_command("-c", str(spaced), on_path.get, cwd=tmp_path) == "'my dir/python' -m rag"
+
+
+def test_the_demo_does_not_write_to_an_index_a_server_owns(tmp_path, monkeypatch, offline_hub):
+    monkeypatch.chdir(tmp_path)
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        Path("storage").mkdir()
+        Path("storage/server.json").write_text(json.dumps({"pid": owner.pid, "url": "http://127.0.0.1:9"}))
+        result = CliRunner().invoke(main, ["demo"], env={"RAG_STORE": "edge"})
+    finally:
+        owner.kill()
+        owner.wait()
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: a rag server already owns storage: pid {owner.pid} at http://127.0.0.1:9. Use it "
+                             f"(rag commands and RagService go through it), or stop it first (kill {owner.pid}).\n")
+    assert offline_hub == [] and sorted(p.name for p in Path("storage").iterdir()) == ["server.json"]

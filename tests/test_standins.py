@@ -67,7 +67,7 @@ def test_defaults_that_load_are_used_as_they_are(tmp_path):
     choice = choose_models(settings, loaders=failing_loaders(set(), asked))
     assert (choice.settings, choice.text, choice.image, choice.notes) == (settings, DEFAULT.text_model, DEFAULT.image_model, [])
     assert asked == [DEFAULT.text_model, DEFAULT.image_model]
-    assert not (tmp_path / "storage").exists()
+    assert not (tmp_path / "storage" / "stand-in-models").exists()
 
 
 def test_unloadable_defaults_get_minilm_and_a_random_clip_kept_in_the_storage(tmp_path, monkeypatch, minilm_dir):
@@ -121,7 +121,7 @@ def test_an_explicit_model_that_fails_fails_before_any_default_is_probed(tmp_pat
     with pytest.raises(ModelLoadError) as err:
         choose_models(settings, loaders=failing_loaders({"my/text", DEFAULT.image_model}, asked))
     assert str(err.value) == "cannot load my/text" and asked == ["my/text"]
-    assert not (tmp_path / "storage").exists()
+    assert not (tmp_path / "storage" / "stand-in-models").exists()
     # when it loads, it is kept (the index does not load it again) and the default is probed
     choice = choose_models(settings, loaders=failing_loaders(set(), asked))
     assert (choice.text, choice.image, asked[1:]) == ("my/text", DEFAULT.image_model, ["my/text", DEFAULT.image_model])

@@ -7,7 +7,8 @@ The rules every command follows:
 - with `--json`, results are one JSON object on stdout, and so are errors:
   `{"error": {"message": ..., "type": ...}}`;
 - hits are labelled "passage" or "image" in human output (`modality` "text"/"image" in JSON);
-- progress goes to stderr, and only when stderr is a terminal.
+- progress goes to stderr, and only when stderr is a terminal;
+- models: `rag.standins.choose_models` picks them (offline stand-ins announced as `note:` lines).
 """
 
 from __future__ import annotations

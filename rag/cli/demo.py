@@ -77,10 +77,13 @@ def command(corpus, storage, text_model, image_model) -> None:
     `rag ask` and `rag serve` use them afterwards.
     """
     from rag.demo import demo_questions, first_image, load_demo_models, other_files, sample_corpus
+    from rag.server.advert import check_not_running
     from rag.service import RagService
 
     corpus = corpus or sample_corpus()
-    demo = load_demo_models(settings_from(storage, text_model, image_model))
+    settings = settings_from(storage, text_model, image_model)
+    check_not_running(Path(settings.storage))  # the demo writes to the index: a `rag serve` must not own it
+    demo = load_demo_models(settings)
     announce(demo.notes)
     where = demo.settings.storage
     others = other_files(demo.settings, corpus)
