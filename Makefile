@@ -1,4 +1,4 @@
-# Two commands on a fresh machine:  `make demo` (index the bundled sample, run searches)
+# Two commands on a fresh machine:  `make demo` (index the bundled sample into ./storage, run searches)
 # and `make test` (the offline test suite). Both create .venv and install everything first.
 PYTHON ?= python3
 VENV ?= .venv
@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/query.py
 
 clean:
-	rm -rf $(VENV) storage storage-demo-stand-ins storage-demo-random-stand-ins storage-stand-in-models .pytest_cache
+	rm -rf $(VENV) storage storage-demo .pytest_cache

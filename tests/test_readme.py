@@ -107,8 +107,9 @@ def test_readme_marks_what_cannot_run_offline():
     found = readme_blocks()
     runnable = [c for b in found if b.lang == "bash" and b.skip is None for c in commands(b.code)]
     skipped = {b.skip for b in found if b.skip}
-    assert runnable[:2] == ["make demo   # creates .venv, installs torch 2.13.0 (CPU) then the project, indexes the",
-                            "rag ingest rag/sample                      # index folders or files; unchanged files are skipped"]
+    assert runnable[:2] == ["make demo   # creates .venv, installs torch 2.13.0 (CPU) then the project, indexes the bundled",
+                            '.venv/bin/rag search "Who wrote one of the first compilers?"']
+    assert "rag ingest rag/sample                      # index folders or files; unchanged files are skipped" in runnable
     assert len(runnable) >= 10
     assert {"needs network: rag fetch downloads from Wikipedia", "needs an LLM server"} <= skipped
     for block in found:  # nothing that needs the network or a server is left unmarked
@@ -194,6 +195,9 @@ def test_readme_commands_run_as_printed(project):
     assert not failures, "\n\n".join(failures)
     by_command = {r["command"].split("#")[0].strip(): r for r in results}
     assert "Indexed " in by_command["make demo"]["stdout"]
+    assert "Next: the index in storage is the one these commands use" in by_command["make demo"]["stdout"]
+    # the commands after the demo search the index it built
+    assert by_command['.venv/bin/rag search "Who wrote one of the first compilers?"']["stdout"].startswith(" 1. [")
     again = re.match(r"Indexed 0 files: 0 passages, 0 images \((\d+) unchanged", by_command["rag ingest rag/sample"]["stdout"])
     assert again and int(again.group(1)) >= 20  # the demo indexed the same sample: nothing is embedded again
     cat = json.loads(next(r["stdout"] for c, r in by_command.items() if c.startswith('rag search "a cat indoors"')))

@@ -7,7 +7,8 @@ The rules every command follows:
 - with `--json`, results are one JSON object on stdout, and so are errors:
   `{"error": {"message": ..., "type": ...}}`;
 - hits are labelled "passage" or "image" in human output (`modality` "text"/"image" in JSON);
-- progress goes to stderr, and only when stderr is a terminal.
+- progress goes to stderr, and only when stderr is a terminal;
+- models: `rag.standins.choose_models` picks them (offline stand-ins announced as `note:` lines).
 """
 
 from __future__ import annotations
@@ -179,12 +180,32 @@ def settings_from(storage: Any = None, text_model: Any = None, image_model: Any 
 
 def open_service(settings: Settings) -> Any:
     """What a command works through (tests replace this function): a client of the `rag serve`
-    that owns the storage, or else a `RagService` in this process (always with --no-server)."""
+    that owns the storage, or else a `RagService` in this process (always with --no-server),
+    over the models `choose_models` settles on (stand-ins when the defaults cannot load)."""
+    from rag.client import running_server
     from rag.service import open_service as open_any
 
     context = click.get_current_context(silent=True)
     no_server = bool(context and context.meta.get("rag.no_server"))
-    return open_any(settings, no_server=no_server)
+    if not no_server and running_server(settings.storage) is not None:
+        announce(choose_models(settings, probe=False).notes)  # the server chose its models
+        return open_any(settings)
+    choice = choose_models(settings, probe=not (context and context.meta.get("rag.loads_no_model")))
+    announce(choice.notes)
+    return open_any(choice.settings, no_server=True, **choice.embeddings())
+
+
+def choose_models(settings: Settings, probe: bool = True) -> Any:
+    """`rag.standins.choose_models`: the one place that picks offline stand-ins, for every command."""
+    from rag.standins import choose_models as choose
+
+    return choose(settings, probe=probe)
+
+
+def announce(notes: Iterable[str]) -> None:
+    """Notes about the models (stand-ins) as yellow `note: ...` lines on stderr."""
+    for note in notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
 
 
 def service_from(storage: Any = None, text_model: Any = None, image_model: Any = None, **extra: Any) -> Any:

@@ -12,6 +12,7 @@ from rag.cli.common import emit_json, plural, service_from, storage_options
 @storage_options
 def command(as_json, storage, text_model, image_model) -> None:
     """Show collections, point counts, models and storage location (loads no model)."""
+    click.get_current_context().meta["rag.loads_no_model"] = True  # no stand-in is chosen for it
     with service_from(storage, text_model, image_model) as service:
         info = service.info()
     if as_json:

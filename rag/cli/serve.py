@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rag.cli.common import settings_from, storage_options, user_errors
+from rag.cli.common import announce, choose_models, settings_from, storage_options, user_errors
 
 
 @click.command("serve")
@@ -30,9 +30,14 @@ def command(host, port, allow_ingest, log_level, storage, text_model, image_mode
     Security: listens on 127.0.0.1 unless --host says otherwise; any other address needs a
     token (RAG_SERVER_TOKEN, or a random one written to <storage>/server.token, mode 0600).
     """
+    from rag.server.advert import check_not_running
     from rag.server.config import ServerConfig
     from rag.server.run import serve
 
     settings = settings_from(storage, text_model, image_model)
     config = ServerConfig.from_env(host=host, port=port, allow_ingest=allow_ingest or None)
-    serve(settings, config, log_level=log_level, echo=lambda m: click.echo(m, err=True))
+    check_not_running(Path(settings.storage))  # before any model loads
+    choice = choose_models(settings)
+    announce(choice.notes)
+    serve(choice.settings, config, log_level=log_level, echo=lambda m: click.echo(m, err=True),
+          embeddings=choice.embeddings())

@@ -49,8 +49,11 @@ def quiet_secrets(secrets: list) -> None:
 
 def serve(settings: Settings, config: ServerConfig, *, service: Any = None, log_level: str = "info",
           echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-          on_ready: Optional[Callable[[dict], None]] = None) -> None:
-    """Serve until stopped. Raises RagError (or StorageError) when it cannot start."""
+          on_ready: Optional[Callable[[dict], None]] = None, embeddings: Optional[dict] = None) -> None:
+    """Serve until stopped. Raises RagError (or StorageError) when it cannot start.
+
+    `embeddings`: models already loaded (`text_embedding`, `image_embedding`) for the index.
+    """
     storage = Path(settings.storage)
     check_not_running(storage)  # first: say so at once, before any slow import
 
@@ -64,8 +67,8 @@ def serve(settings: Settings, config: ServerConfig, *, service: Any = None, log_
     config = replace(config, port=port)
     try:
         if service is None:
-            service = RagService(settings, no_server=True)
-            echo(f"Loading models ({settings.text_model}, {settings.image_model})...")
+            service = RagService(settings, no_server=True, **(embeddings or {}))
+            echo(f"Loading models ({service.settings.text_model}, {service.settings.image_model})...")
             service.index.text_embedding  # load once, now, not on the first request
             service.index.image_embedding
         token, token_file = resolve_token(storage, config)
