@@ -34,5 +34,5 @@ def command(host, port, allow_ingest, log_level, storage, text_model, image_mode
     from rag.server.run import serve
 
     settings = settings_from(storage, text_model, image_model)
-    config = ServerConfig.from_env(host=host, port=port, allow_ingest=allow_ingest or None)
+    config = ServerConfig.from_settings(settings, host=host, port=port, allow_ingest=allow_ingest or None)
     serve(settings, config, log_level=log_level, echo=lambda m: click.echo(m, err=True))
