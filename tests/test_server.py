@@ -84,6 +84,17 @@ def test_page_and_docs(client):
     assert client.get("/static/app.css").status_code == 200
 
 
+def test_page_has_the_ingest_form(client, corpus):
+    page = client.get("/").text
+    for part in ('id="ingest-form"', 'id="ingest-path"', 'id="ingest-bar"', 'id="ingest-bad"',
+                 '<script src="/static/ingest.js"></script>'):
+        assert part in page
+    script = client.get("/static/ingest.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert '"/api/ingest"' in script.text and "innerHTML" not in script.text  # server text is never parsed as HTML
+    assert client.get("/api/info").json()["server"]["ingest"]["allowed"] == [str(corpus.resolve())]
+
+
 def test_info(client, service):
     data = client.get("/api/info").json()
     assert {k: c["points"] for k, c in data["collections"].items()} == {"text": 3, "image": 3}
