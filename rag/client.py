@@ -83,6 +83,9 @@ class ClientAnswerStream:
                 elif event == "answer":
                     self.answer = Answer.from_dict(data)
                     absolute_media([*self.answer.sources, *self.answer.cited], self._base_url)
+                    for part in self.answer.prompt_parts:
+                        if str(part.get("image", "")).startswith(MEDIA_PATH):
+                            part["image"] = self._base_url.rstrip("/") + part["image"]
                 elif event == "error":
                     raise RagError(data.get("error", "the answer failed"))
         finally:

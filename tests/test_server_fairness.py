@@ -302,7 +302,9 @@ def test_remote_answers_name_no_paths_and_local_ones_keep_them(indexed):
     image = next(s for s in answer["sources"] if s["modality"] == "image")
     assert image["image_path"] == f"/api/media/{image['node_id']}"
     assert events["sources"]["sources"] == answer["sources"]
-    assert "Question: What is the Moon?" in answer["prompt"]
+    assert "Question: What is the Moon?" in answer["prompt"] and '[1] Passage from "Moon" (moon.md)' in answer["prompt"]
+    assert f"<image [{image['n']}]: /api/media/{image['node_id']}>" in answer["prompt"]
+    assert {"image": f"/api/media/{image['node_id']}", "n": image["n"]} in answer["prompt_parts"]
     # the uploaded image keeps the name the client gave it, for everyone
     assert dict(sse_events(upload.text))["answer"]["image"] == "cat.png"
     assert "rag-upload-" not in local_upload.text
@@ -326,6 +328,7 @@ def test_rag_client_and_rag_search_through_a_remote_server_show_media_urls(index
     assert client._http.get(image.image_path).status_code == 200
     answer = client.ask("What is the Moon?", top_k=0, image_top_k=1)
     assert answer.sources[0].image_path == f"{BASE}/api/media/{answer.sources[0].node_id}"
+    assert {"image": answer.sources[0].image_path, "n": 1} in answer.prompt_parts
     monkeypatch.setattr(rag.cli.common, "open_service", lambda settings: client)
     out = CliRunner().invoke(rag.cli.main, ["search", "coffee", "--top-k", "0", "--image-top-k", "1"])
     assert out.exit_code == 0, out.output

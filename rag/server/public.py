@@ -65,11 +65,8 @@ def public_hit(hit: Mapping[str, Any]) -> Dict[str, Any]:
     for key in ("file", "source"):
         if looks_like_path(out.get(key)):
             out[key] = file_name(out[key])
-    metadata = dict(out.get("metadata") or {})
-    for key, value in metadata.items():
-        if looks_like_path(value):
-            metadata[key] = file_name(value)
-    out["metadata"] = metadata
+    if isinstance(out.get("metadata"), dict):
+        out["metadata"] = {k: file_name(v) if looks_like_path(v) else v for k, v in out["metadata"].items()}
     return out
 
 
