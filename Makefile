@@ -1,12 +1,13 @@
 # Two commands on a fresh machine:  `make demo` (index the bundled sample into ./storage, run searches)
-# and `make test` (the offline test suite). Both create .venv and install everything first.
+# and `make test` (the offline test suite); `make serve` then serves that index as a web page and
+# an HTTP API. All create .venv and install everything first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-all lab bench clean
+.PHONY: setup demo serve test test-all lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,11 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/rag demo
+
+# The page at http://127.0.0.1:8765/ over the demo's index (same models or stand-ins); Ctrl-C
+# stops it. More options: make serve ARGS='--port 9000 --allow-ingest data'
+serve: $(STAMP)
+	$(BIN)/rag serve --demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -27,6 +27,14 @@ PathLike = Union[str, Path]
 
 SERVER_FILE = "server.json"  # written by `rag serve` into the storage folder it owns
 TOKEN_FILE = "server.token"  # the access token (mode 0600) when the server requires one
+MEDIA_PATH = "/api/media/"  # a server on another machine names images by these URLs, not paths
+
+
+def absolute_media(hits: Iterable[Hit], base_url: str) -> None:
+    """Make the media URLs a remote server gives instead of image paths absolute (in place)."""
+    for hit in hits:
+        if hit.image_path and hit.image_path.startswith(MEDIA_PATH):
+            hit.image_path = base_url.rstrip("/") + hit.image_path
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Tuple[str, Any]]:
@@ -48,15 +56,17 @@ def parse_sse(lines: Iterable[str]) -> Iterator[Tuple[str, Any]]:
 class ClientAnswerStream:
     """Text deltas as the server streams them; `.answer` (an `Answer`) once consumed."""
 
-    def __init__(self, events: Iterator[Tuple[str, Any]], close: Any) -> None:
+    def __init__(self, events: Iterator[Tuple[str, Any]], close: Any, base_url: str = "") -> None:
         self._events = events
         self._close = close
+        self._base_url = base_url
         self.sources: List[Any] = []
         self.answer: Any = None
         self._pending: Optional[Tuple[str, Any]] = None
         for event, data in self._events:  # the sources come first, before any text
             if event == "sources":
                 self.sources = [Hit.from_dict(h) for h in data.get("sources", [])]
+                absolute_media(self.sources, self._base_url)
                 break
             self._pending = (event, data)
             break
@@ -72,6 +82,10 @@ class ClientAnswerStream:
                     yield data["text"]
                 elif event == "answer":
                     self.answer = Answer.from_dict(data)
+                    absolute_media([*self.answer.sources, *self.answer.cited], self._base_url)
+                    for part in self.answer.prompt_parts:
+                        if str(part.get("image", "")).startswith(MEDIA_PATH):
+                            part["image"] = self._base_url.rstrip("/") + part["image"]
                 elif event == "error":
                     raise RagError(data.get("error", "the answer failed"))
         finally:
@@ -155,7 +169,9 @@ class RagClient:
         form = self._form({"q": req.query, "top_k": req.top_k, "image_top_k": req.image_top_k,
                            "filters": req.filters or None})
         response = self._send("POST", "/api/search", data=form, files=self._file(req.image))
-        return SearchResult.from_dict(response.json())
+        result = SearchResult.from_dict(response.json())
+        absolute_media(result.hits, self.url)
+        return result
 
     def _ask(self, req: AskRequest) -> ClientAnswerStream:
         form = self._form({"question": req.question, "top_k": req.top_k, "image_top_k": req.image_top_k,
@@ -165,7 +181,7 @@ class RagClient:
             events, close = self._events("POST", "/api/ask", json={**form, "filters": req.filters or {}})
         else:
             events, close = self._events("POST", "/api/ask", data=form, files=files)
-        return ClientAnswerStream(events, close)
+        return ClientAnswerStream(events, close, self.url)
 
     def ask(self, request: Union[AskRequest, str, None] = None, **options: Any) -> Any:
         """Retrieve, prompt the server's LLM and return the `Answer` with its citations."""

@@ -183,6 +183,28 @@ class Settings:
                                  shown_default="English Wikipedia")
     wiki_contact: Optional[str] = _setting(None, "your contact, put in `rag fetch`'s User-Agent as Wikimedia "
                                            "asks", kind=str, optional=True)
+    server_token: Optional[str] = _setting(None, "`rag serve`: the token clients must send when it listens beyond "
+                                           "loopback (unset: a random one in `<storage>/server.token`)",
+                                           kind=str, optional=True, secret=True)
+    server_allow_ingest: Optional[str] = _setting(None, "`rag serve`: folders (`:`-separated) whose files clients may "
+                                                  "ingest (`--allow-ingest`); unset: none", kind=str, optional=True)
+    server_max_searches: int = _setting(8, "`rag serve`: searches (and thumbnails) running at once; more wait",
+                                        gt=0)
+    server_max_asks: int = _setting(2, "`rag serve`: answers streaming at once; more wait", gt=0)
+    server_client_requests: int = _setting(6, "`rag serve`: API requests one client address may have running or "
+                                           "waiting at once; more get 429 (0: no limit; loopback clients share "
+                                           "only the global limits)", ge=0)
+    server_queue_seconds: float = _setting(10.0, "`rag serve`: how long a request waits for a free slot before "
+                                           "503 busy", gt=0)
+    server_search_seconds: float = _setting(30.0, "`rag serve`: a search that runs longer gets 504", gt=0)
+    server_body_seconds: float = _setting(60.0, "`rag serve`: a request body (an upload) must arrive within this "
+                                          "many seconds, else 408", gt=0)
+    server_max_body_bytes: int = _setting(12 * 1024 * 1024, "`rag serve`: larger request bodies get 413", gt=0,
+                                          shown_default="`12582912` (12 MiB)")
+    server_max_upload_bytes: int = _setting(10 * 1024 * 1024, "`rag serve`: larger query images get 413", gt=0,
+                                            shown_default="`10485760` (10 MiB)")
+    server_max_upload_pixels: int = _setting(40_000_000, "`rag serve`: query images with more pixels are refused "
+                                             "(decompression bombs)", gt=0)
     explicit: Optional[FrozenSet[str]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

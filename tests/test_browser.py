@@ -197,3 +197,48 @@ def test_token_prompt_empty_index_and_no_llm_messages(browser, tmp_path, tiny_mo
         wait(d, lambda d: d.find_element(By.ID, "message").text.startswith("No LLM is configured (RAG_LLM=none)"))
         assert "Question: What is the Moon?" in d.find_element(By.ID, "prompt-text").get_attribute("textContent")
         shot(d, "5-token-empty-no-llm")
+
+
+def test_ingest_form_from_the_keyboard(browser, tmp_path, tiny_models, shared_embeddings):
+    """A server that allows ingesting a folder, over an empty index: the form, opened and sent
+    from the keyboard, streams its progress, then reports the bad file with its reason, and
+    the status shows the new counts."""
+    from conftest import photo
+
+    corpus = (tmp_path / "incoming").resolve()
+    corpus.mkdir()
+    (corpus / "moon.md").write_text("# Moon\n\nThe Moon is the natural satellite of the Earth.\n", encoding="utf-8")
+    shutil.copy(photo("rocket.jpg"), corpus / "rocket.jpg")
+    (corpus / "broken.jpg").write_bytes(b"not an image at all")
+    settings = Settings(storage=tmp_path / "storage", text_model=str(tiny_models["text"]),
+                        image_model=str(tiny_models["image"]))
+    with LiveServer(settings, make_service(settings, shared_embeddings), ServerConfig(allow_ingest=(corpus,))) as live:
+        d = browser
+        d.delete_all_cookies()
+        d.set_window_size(1280, 1100)
+        d.get(live.url + "/")
+        wait(d, lambda d: d.find_element(By.ID, "status").text == "0 passages · 0 images · no LLM (RAG_LLM=none)")
+        assert d.find_element(By.ID, "message").text == (
+            "The index is empty. Add a folder with \u201cAdd files to the index\u201d below, then search again.")
+        d.find_element(By.CSS_SELECTOR, "#ingest summary").send_keys(Keys.ENTER)  # opens the section
+        path = wait(d, lambda d: (p := d.find_element(By.ID, "ingest-path")).is_displayed() and p)
+        assert path.get_attribute("value") == str(corpus)  # the allowed folder, ready to send
+        assert d.find_element(By.ID, "ingest-allowed").text == (
+            f"Allowed folder: {corpus}. Give an absolute path inside one of them.")
+        d.execute_script(  # record every progress line the page shows
+            "window.stages = []; new MutationObserver(() => stages.push(document.getElementById('ingest-stage')"
+            ".textContent)).observe(document.getElementById('ingest-stage'), {childList: true, characterData: true,"
+            " subtree: true});")
+        path.send_keys(Keys.ENTER)
+        report = wait(d, lambda d: (r := d.find_element(By.ID, "ingest-report")).is_displayed() and r)
+        assert d.find_element(By.ID, "ingest-summary").text == (
+            "Indexed 2 files: 1 passage, 1 image · 0 unchanged · 1 file could not be indexed:")
+        assert [li.text for li in d.find_elements(By.CSS_SELECTOR, "#ingest-bad li")] == [
+            f"{corpus}/broken.jpg: not a recognised image format (corrupt or unsupported)"]
+        assert d.switch_to.active_element == report  # focus moves to the report
+        stages = d.execute_script("return window.stages")
+        assert stages[0] == "Starting…" and "Embedding passages: 1 of 1" in stages, stages
+        wait(d, lambda d: d.find_element(By.ID, "status").text == "1 passages · 1 images · no LLM (RAG_LLM=none)")
+        assert d.find_element(By.ID, "message").text == (
+            "The ingest finished; some files could not be indexed (see the list).")
+        shot(d, "6-ingest")

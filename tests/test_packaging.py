@@ -53,6 +53,15 @@ def test_wheel_carries_the_sample_corpus(wheel):
     assert not any(n.startswith(("tests/", "data/", "bench/", "notebooks/")) for n in names)
 
 
+def test_wheel_carries_the_web_page(wheel):
+    """`rag serve` from an installed wheel serves its page: the static files travel with it."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = ROOT / "rag" / "server" / "static"
+    page = {f"rag/server/static/{p.name}" for p in static.iterdir() if p.is_file()}
+    assert {"rag/server/static/index.html", "rag/server/static/app.js", "rag/server/static/ingest.js",
+            "rag/server/static/app.css"} <= page <= names
+
+
 def test_wheel_metadata_has_an_spdx_license(wheel):
     with zipfile.ZipFile(wheel) as archive:
         (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]

@@ -15,6 +15,7 @@ from rag.server.config import ServerConfig
 from server_helpers import make_service, png_bytes, photo_bytes, sse_events
 
 BASE = "http://127.0.0.1:8765"
+LOCAL = ("127.0.0.1", 50000)  # the peer address of a client on this machine
 
 
 def _indexed(root, tiny_models, shared_embeddings):
@@ -56,7 +57,7 @@ def corpus(shared):
 @pytest.fixture
 def client(service, corpus):
     app = create_app(service, ServerConfig(allow_ingest=(corpus.resolve(),)))
-    with TestClient(app, base_url=BASE) as c:
+    with TestClient(app, base_url=BASE, client=LOCAL) as c:
         yield c
 
 
@@ -64,7 +65,7 @@ def client(service, corpus):
 def fresh(tmp_path, tiny_models, shared_embeddings):
     """(client, corpus) over an index of its own: for tests that change the index or the corpus."""
     svc, corpus = _indexed(tmp_path, tiny_models, shared_embeddings)
-    with TestClient(create_app(svc, ServerConfig(allow_ingest=(corpus.resolve(),))), base_url=BASE) as c:
+    with TestClient(create_app(svc, ServerConfig(allow_ingest=(corpus.resolve(),))), base_url=BASE, client=LOCAL) as c:
         yield c, corpus
     svc.close()
 
@@ -81,6 +82,17 @@ def test_page_and_docs(client):
         assert f"<code>{route}</code>" in docs.text
     assert "cdn" not in docs.text.lower()
     assert client.get("/static/app.css").status_code == 200
+
+
+def test_page_has_the_ingest_form(client, corpus):
+    page = client.get("/").text
+    for part in ('id="ingest-form"', 'id="ingest-path"', 'id="ingest-bar"', 'id="ingest-bad"',
+                 '<script src="/static/ingest.js"></script>'):
+        assert part in page
+    script = client.get("/static/ingest.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert '"/api/ingest"' in script.text and "innerHTML" not in script.text  # server text is never parsed as HTML
+    assert client.get("/api/info").json()["server"]["ingest"]["allowed"] == [str(corpus.resolve())]
 
 
 def test_info(client, service):
@@ -149,7 +161,7 @@ def test_uploads_are_checked_like_ingested_files(client, name, data, message):
 
 def test_upload_limits(service, corpus):
     config = ServerConfig(max_upload_bytes=2000, max_upload_pixels=10_000, max_body_bytes=50_000)
-    with TestClient(create_app(service, config), base_url=BASE) as c:
+    with TestClient(create_app(service, config), base_url=BASE, client=LOCAL) as c:
         big = c.post("/api/search", data={"q": "x"}, files={"image": ("big.png", b"\x00" * 3000, "image/png")})
         assert (big.status_code, big.json()) == (413, {"error": "the image is larger than the limit of 2,000 bytes"})
         bomb = c.post("/api/search", data={"q": "x"}, files={"image": ("wide.png", png_bytes((200, 200)), "image/png")})
@@ -263,7 +275,7 @@ def test_ingest_path_rules(client, corpus, paths, message):
 
 
 def test_ingest_refused_when_no_folder_is_allowed(service):
-    with TestClient(create_app(service, ServerConfig()), base_url=BASE) as c:
+    with TestClient(create_app(service, ServerConfig()), base_url=BASE, client=LOCAL) as c:
         r = c.post("/api/ingest", json={"paths": ["/tmp"]})
     assert r.status_code == 400
     assert r.json()["error"].startswith("this server does not ingest: start it with --allow-ingest DIR")
@@ -335,7 +347,7 @@ def test_busy_when_every_slot_is_taken(service):
 
     service.search = slow
     try:
-        with TestClient(app, base_url=BASE) as c:
+        with TestClient(app, base_url=BASE, client=LOCAL) as c:
             results = {}
             first = threading.Thread(target=lambda: results.setdefault("first", c.get("/api/search", params={"q": "moon"})))
             first.start()
@@ -359,7 +371,7 @@ def test_slow_search_times_out(service):
     original = service.search
     service.search = lambda *a, **k: (time.sleep(0.6), original(*a, **k))[1]
     try:
-        with TestClient(create_app(service, config), base_url=BASE) as c:
+        with TestClient(create_app(service, config), base_url=BASE, client=LOCAL) as c:
             r = c.get("/api/search", params={"q": "moon"})
         assert (r.status_code, r.json()) == (504, {"error": "the search took longer than 0.2 s"})
     finally:
@@ -373,7 +385,7 @@ def test_unexpected_errors_hide_details_and_secrets(service, caplog):
     original = service.search
     service.search = lambda *a, **k: (_ for _ in ()).throw(RuntimeError(f"boom {secret}"))
     try:
-        with TestClient(create_app(service, ServerConfig()), base_url=BASE, raise_server_exceptions=False) as c:
+        with TestClient(create_app(service, ServerConfig()), base_url=BASE, client=LOCAL, raise_server_exceptions=False) as c:
             r = c.get("/api/search", params={"q": "moon"})
         assert (r.status_code, r.json()) == (500, {"error": "internal error (the server log has the details)"})
         assert secret not in caplog.text and "boom ***" in caplog.text
@@ -398,7 +410,7 @@ def with_llm(service):
 
 def test_ask_streams_deltas_then_the_cited_answer(with_llm):
     svc, stub = with_llm
-    with TestClient(create_app(svc, ServerConfig()), base_url=BASE) as c:
+    with TestClient(create_app(svc, ServerConfig()), base_url=BASE, client=LOCAL) as c:
         r = c.post("/api/ask", json={"question": "What is the Moon?", "top_k": 2, "image_top_k": 1})
         events = sse_events(r.text)
         info = c.get("/api/info").json()["server"]["llm"]
@@ -419,7 +431,7 @@ def test_ask_streams_deltas_then_the_cited_answer(with_llm):
 def test_ask_when_the_llm_is_down_is_an_error_event_without_the_key(with_llm):
     svc, stub = with_llm
     stub.stop()
-    with TestClient(create_app(svc, ServerConfig()), base_url=BASE) as c:
+    with TestClient(create_app(svc, ServerConfig()), base_url=BASE, client=LOCAL) as c:
         r = c.post("/api/ask", json={"question": "What is the Moon?"})
     events = sse_events(r.text)
     assert [e for e, _ in events] == ["sources", "error"]
@@ -429,7 +441,7 @@ def test_ask_when_the_llm_is_down_is_an_error_event_without_the_key(with_llm):
 def test_ask_slot_is_freed_when_the_client_leaves(with_llm):
     svc, _stub = with_llm
     app = create_app(svc, ServerConfig(max_asks=1, queue_seconds=0.5))
-    with TestClient(app, base_url=BASE) as c:
+    with TestClient(app, base_url=BASE, client=LOCAL) as c:
         with c.stream("POST", "/api/ask", json={"question": "What is the Moon?"}) as first:
             next(first.iter_lines())  # the sources arrived; leave before the answer
         again = c.post("/api/ask", json={"question": "What is the Moon?"})

@@ -288,3 +288,27 @@ def test_sigterm_during_an_ingest_finishes_the_commit_group(settings, tmp_path):
         again = ingest(index, [corpus], progress=False)
         assert (again.unchanged, again.text_nodes) == (report["text_nodes"], 30 - report["text_nodes"])
         assert index.counts()["text"] == 30
+
+
+def test_serve_demo_indexes_the_sample_and_serves_it(settings):
+    """`make serve` runs `rag serve --demo`: the demo's index (the bundled sample, indexed
+    first), with the configured models."""
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--demo", "--port", "0"], env=_env(settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: running_server(settings.storage) is not None or proc.poll() is not None, 120)
+        advert = running_server(settings.storage)
+        assert advert is not None, proc.communicate()[1]
+        info = httpx.get(advert["url"] + "/api/info", trust_env=False, timeout=30).json()
+        hits = httpx.get(advert["url"] + "/api/search", params={"q": "coffee"}, trust_env=False, timeout=30).json()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert info["storage"] == str(settings.storage.resolve())
+    passages = info["collections"]["text"]["points"]
+    assert info["collections"]["image"]["points"] == 16 and passages > 0 and hits["hits"]
+    assert (f"The sample is indexed in {settings.storage}: {passages} passages and 16 images "
+            f"(30 new files).") in err.splitlines()

@@ -1,7 +1,9 @@
 """The FastAPI app: the page, the JSON API and the event streams over one `RagService`.
 
 Every error body is `{"error": "<message>"}` with secrets removed; searches, answers and the
-ingest each have their own concurrency slots, so one client cannot starve the others.
+ingest each have their own concurrency slots, and each client address its share of them
+(rag/server/limits.py), so one client cannot starve the others. Clients on other machines
+never see the server's file paths (rag/server/public.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from rag.errors import RagError
 from rag.server.config import ServerConfig
 from rag.server.docs import render_docs
 from rag.server.jobs import IngestRunner, check_ingest_paths, sse
+from rag.server.limits import RETRY_AFTER_SECONDS, ClientLimits
 from rag.server.media import MediaNotFound, image_file, render
+from rag.server.public import is_local_peer, public_hit, public_search, scrub_answer
 from rag.server.security import Guard, redact
 from rag.server.uploads import UploadRejected, check_image, read_capped, temporary_image
 from rag.types import AskRequest, SearchRequest
@@ -38,9 +42,10 @@ SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 class ApiError(Exception):
     """An error with an HTTP status and a message for the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 class Slots:
@@ -55,7 +60,8 @@ class Slots:
         try:
             await asyncio.wait_for(self.sem.acquire(), self.queue_seconds)
         except asyncio.TimeoutError:
-            raise ApiError(503, f"busy: too many {self.what} are running; try again in a moment") from None
+            raise ApiError(503, f"busy: too many {self.what} are running; try again in a moment",
+                           {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
 
     def release(self) -> None:
         self.sem.release()
@@ -177,7 +183,7 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error(exc.status, str(exc))
+        return error(exc.status, str(exc), exc.headers)
 
     @app.exception_handler(UploadRejected)
     async def _upload_error(_request: Request, exc: UploadRejected) -> JSONResponse:
@@ -229,7 +235,7 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
         }
         return data
 
-    async def do_search(q: str, top_k: Any, image_top_k: Any, filters: Dict[str, Any],
+    async def do_search(http: Request, q: str, top_k: Any, image_top_k: Any, filters: Dict[str, Any],
                         upload: Optional[tuple]) -> Dict[str, Any]:
         request = SearchRequest(query=_query_text(q, config), top_k=_int(top_k, "top_k", 0, config.max_top_k),
                                 image_top_k=_int(image_top_k, "image_top_k", 0, config.max_top_k), filters=filters)
@@ -242,25 +248,26 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
                     return service.search(request)
 
             result = await state.run(with_image, "searches")
-        return result.to_dict()
+        data = result.to_dict()
+        return data if is_local_peer(http.scope) else public_search(data)
 
     @app.get("/api/search", summary="Search by text")
-    async def search_get(q: str = Query("", description="the query text"),
+    async def search_get(http: Request, q: str = Query("", description="the query text"),
                          top_k: int = Query(5, description="passages to return"),
                          image_top_k: int = Query(3, description="images to return"),
                          filter: List[str] = Query([], description="KEY=VALUE metadata filters (repeatable)"),
                          ) -> Dict[str, Any]:
         """`{"hits": [...]}`, each hit as `rag search --json` prints it."""
-        return await do_search(q, top_k, image_top_k, _filters(None, filter), None)
+        return await do_search(http, q, top_k, image_top_k, _filters(None, filter), None)
 
     @app.post("/api/search", summary="Search by text, image or both (multipart form)")
-    async def search_post(q: str = Form(""), top_k: int = Form(5), image_top_k: int = Form(3),
+    async def search_post(http: Request, q: str = Form(""), top_k: int = Form(5), image_top_k: int = Form(3),
                           filters: Optional[str] = Form(None, description="a JSON object of metadata filters"),
                           filter: List[str] = Form([]),
                           image: Optional[UploadFile] = File(None, description="a query image")) -> Dict[str, Any]:
         """Like GET, plus an uploaded `image` (checked like ingested files) and JSON `filters`."""
         upload = await _upload(state, image)
-        return await do_search(q, top_k, image_top_k, _filters(filters, filter), upload)
+        return await do_search(http, q, top_k, image_top_k, _filters(filters, filter), upload)
 
     @app.post("/api/ask", summary="Answer a question, streamed as server-sent events",
               openapi_extra={"requestBody": {"content": {
@@ -299,9 +306,9 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
                          top_k=_int(fields.get("top_k", 5), "top_k", 0, config.max_top_k),
                          image_top_k=_int(fields.get("image_top_k", 3), "image_top_k", 0, config.max_top_k),
                          filters=filters, dry_run=str(fields.get("dry_run", "")).lower() in ("1", "true"))
-        return await start_answer(req, upload)
+        return await start_answer(req, upload, is_local_peer(request.scope))
 
-    async def start_answer(req: AskRequest, upload: Optional[tuple]) -> StreamingResponse:
+    async def start_answer(req: AskRequest, upload: Optional[tuple], local: bool) -> StreamingResponse:
         slot = state.slots("asks")
         await slot.acquire()
         holder = None
@@ -318,8 +325,8 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
         except BaseException:
             _finish(slot, holder)
             raise
-        shown_image = upload[2] if upload else None
-        return StreamingResponse(answer_events(stream, slot, holder, shown_image),
+        shown = (req.image, upload[2]) if upload else None  # (temporary path, the name the client gave)
+        return StreamingResponse(answer_events(stream, slot, holder, shown, local),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
 
     def _finish(slot: Slots, holder: Any) -> None:
@@ -327,7 +334,8 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
         if holder is not None:
             holder.__exit__(None, None, None)
 
-    async def answer_events(stream: Any, slot: Slots, holder: Any, shown_image: Optional[str]) -> AsyncIterator[bytes]:
+    async def answer_events(stream: Any, slot: Slots, holder: Any, shown: Optional[tuple],
+                            local: bool) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         queue: "asyncio.Queue[tuple]" = asyncio.Queue()
         gone = threading.Event()  # the client went away: stop reading the LLM
@@ -360,7 +368,8 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
 
         pumping = False
         try:
-            yield sse("sources", {"sources": [s.to_dict() for s in stream.sources]})
+            sources = [s.to_dict() for s in stream.sources]
+            yield sse("sources", {"sources": sources if local else [public_hit(s) for s in sources]})
             loop.run_in_executor(state.pool, pump)
             pumping = True
             while True:
@@ -370,8 +379,8 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
                 if kind == "delta":
                     yield sse("delta", {"text": value})
                 elif kind == "answer":
-                    data = value.to_dict()
-                    data["image"] = shown_image
+                    data = scrub_answer(value.to_dict(), local, shown)
+                    data["image"] = shown[1] if shown else None
                     yield sse("answer", data)
                 else:
                     yield sse("error", {"error": state.clean(value)})
@@ -413,6 +422,7 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
             raise ApiError(404, "no indexed image has this id") from None
         return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=3600"})
 
+    app.add_middleware(ClientLimits, config=config)  # behind the guard: refused requests never count
     app.add_middleware(Guard, config=config, token=token)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -8,38 +8,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
+from rag.config import Settings, default
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
 
 def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and `localhost`."""
+    """True for 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) and `localhost`."""
     if host.lower() in ("localhost", "localhost."):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def _d(name: str):
+    """The declared default of a server setting (rag/config.py's table is the one source)."""
+    return default(f"server_{name}")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Server settings; `from_env` reads RAG_SERVER_TOKEN and RAG_SERVER_ALLOW_INGEST."""
+    """What one server allows; `from_settings` builds it from the `RAG_SERVER_*` settings."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: Optional[str] = field(default=None, repr=False)  # None: no token needed (loopback only)
     allow_ingest: Tuple[Path, ...] = ()  # folders whose contents POST /api/ingest may index
     cors_origins: Tuple[str, ...] = ()  # empty: CORS off
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_upload_pixels: int = 40_000_000
-    max_body_bytes: int = 12 * 1024 * 1024  # any request body
+    max_upload_bytes: int = _d("max_upload_bytes")
+    max_upload_pixels: int = _d("max_upload_pixels")
+    max_body_bytes: int = _d("max_body_bytes")  # any request body
     max_query_chars: int = 2000
     max_top_k: int = 100
-    max_searches: int = 8  # searches running at once; more wait in line
-    max_asks: int = 2  # answers streaming at once
-    queue_seconds: float = 10.0  # how long a request waits for a free slot before "busy" (503)
-    search_seconds: float = 30.0  # a search that takes longer is answered with 504
+    max_searches: int = _d("max_searches")  # searches running at once; more wait in line
+    max_asks: int = _d("max_asks")  # answers streaming at once
+    client_requests: int = _d("client_requests")  # API requests in flight per client address (0: no limit)
+    queue_seconds: float = _d("queue_seconds")  # how long a request waits for a free slot before "busy" (503)
+    search_seconds: float = _d("search_seconds")  # a search that takes longer is answered with 504
+    body_seconds: float = _d("body_seconds")  # a request body that takes longer to arrive gets 408
     thumbnail_sizes: Tuple[int, ...] = (64, 128, 256, 512, 1024)
 
     @property
@@ -52,16 +63,21 @@ class ServerConfig:
         return f"http://{host}:{self.port}"
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "ServerConfig":
-        """Token and ingest roots from RAG_SERVER_TOKEN / RAG_SERVER_ALLOW_INGEST (os.pathsep-separated)."""
-        env = os.environ if environ is None else environ
-        values = {}
-        if env.get("RAG_SERVER_TOKEN"):
-            values["token"] = env["RAG_SERVER_TOKEN"]
-        roots = [r for r in env.get("RAG_SERVER_ALLOW_INGEST", "").split(os.pathsep) if r]
-        if roots:
-            values["allow_ingest"] = tuple(Path(r) for r in roots)
+    def from_settings(cls, settings: Settings, **overrides) -> "ServerConfig":
+        """The server's settings (`RAG_SERVER_*`), with the command's options (not None) on top."""
+        values = {name: getattr(settings, f"server_{name}") for name in _FROM_SETTINGS}
+        values["token"] = settings.server_token
+        roots = [r for r in (settings.server_allow_ingest or "").split(os.pathsep) if r]
+        values["allow_ingest"] = tuple(Path(r) for r in roots)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "allow_ingest" in values:
-            values["allow_ingest"] = tuple(Path(p).expanduser().resolve() for p in values["allow_ingest"])
+        values["allow_ingest"] = tuple(Path(p).expanduser().resolve() for p in values["allow_ingest"])
         return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "ServerConfig":
+        """`from_settings` over `Settings.from_env(environ)`."""
+        return cls.from_settings(Settings.from_env(environ), **overrides)
+
+
+_FROM_SETTINGS = ("max_upload_bytes", "max_upload_pixels", "max_body_bytes", "max_searches", "max_asks",
+                  "client_requests", "queue_seconds", "search_seconds", "body_seconds")

@@ -60,9 +60,12 @@ async function loadInfo() {
     $("status").textContent = `${c.text.points} passages · ${c.image.points} images · ${llmText}${ingest}`;
     $("status").title = `storage ${info.storage}; text model ${info.models.text}; image model ${info.models.image}`;
     if (c.text.points + c.image.points === 0) {
-      say("The index is empty. Index a folder with `rag ingest PATH` (it goes through this server " +
+      say(info.server.ingest.allowed.length
+        ? "The index is empty. Add a folder with \u201cAdd files to the index\u201d below, then search again."
+        : "The index is empty. Index a folder with `rag ingest PATH` (it goes through this server " +
           "when the server was started with --allow-ingest DIR), then search again.", "warn");
     }
+    document.dispatchEvent(new CustomEvent("rag:info", { detail: info }));
     return info;
   } catch (error) {
     $("status").textContent = "Not connected";
@@ -130,6 +133,11 @@ function hitCard(hit, n) {
   if (image) {
     const thumb = el("img", { class: "thumb", alt: text || title, loading: "lazy",
       src: `/api/media/${encodeURIComponent(hit.node_id)}?size=256` });
+    thumb.addEventListener("error", () => {  // busy (429/503): try once more a moment later
+      if (thumb.dataset.retried) return;
+      thumb.dataset.retried = "1";
+      setTimeout(() => { thumb.src = thumb.src.split("&retry")[0] + "&retry=1"; }, 1500);
+    });
     item.append(link ? el("a", { href: link, target: "_blank", rel: "noopener noreferrer", tabindex: "-1" }, thumb) : thumb);
   }
   item.append(body);
