@@ -64,5 +64,5 @@ def demo_service(choice: Any, echo: Callable[[str], None]) -> Any:
         service.close()
         raise
     echo(f"The sample is indexed in {choice.settings.storage}: {report.points['text']} passages and "
-         f"{report.points['image']} images ({report.files_indexed} new files, {report.unchanged} unchanged).")
+         f"{report.points['image']} images ({report.files_indexed} new files).")
     return service
