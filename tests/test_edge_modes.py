@@ -405,6 +405,10 @@ def test_an_index_hands_its_signal_handles_to_its_stores(open_test_index, settin
     hybrid = text.query(VectorStoreQuery(query_embedding=vector, query_str="what purrs?", similarity_top_k=3,
                                          mode=HYBRID, alpha=0.0))
     assert hybrid.nodes[0].metadata["title"] == "Cat" and len(hybrid.ids) == 3
+    retriever = index.as_llama_index().as_retriever(vector_store_query_mode="hybrid", alpha=0.0,
+                                                    similarity_top_k=2, image_similarity_top_k=1)
+    found = retriever.retrieve("what purrs?")  # both collections, each with its own signals
+    assert found[0].node.metadata["title"] == "Cat" and len(found) == 3
     upgrade_signals(index)  # replaces the index's handles: the store follows
     assert [n.metadata["title"] for n in text.query(purrs).nodes] == ["Cat"]
     index.close()
