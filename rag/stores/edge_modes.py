@@ -200,8 +200,7 @@ class EdgeQueryModes:
 
     def _signal_store(self) -> SignalStore:
         """The built signal store of this collection; RagError naming the fix when there is none."""
-        given = self._signals() if callable(self._signals) else self._signals  # type: ignore[attr-defined]
-        store = given
+        store = self._signals() if callable(self._signals) else self._signals  # type: ignore[attr-defined]
         if store is None:
             with self._write_lock:  # type: ignore[attr-defined]
                 if self._own_signals is None:  # type: ignore[attr-defined]
