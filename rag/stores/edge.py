@@ -510,7 +510,8 @@ class QdrantEdgeVectorStore(EdgeQueryModes, ThreadedAsync, BasePydanticVectorSto
                                quantization=self.quantization, oversampling=self.oversampling)
         request = search_request(engine_query, limit=limit, flt=flt, params=params,
                                  score_threshold=kwargs.get("score_threshold"))
-        points = self._read(lambda: self._shard.query(request))
+        shard = self._live_shard()
+        points = self._read(lambda: shard.query(request))
         return self._read(lambda: [(node_from_record(p.payload), p.score) for p in points])
 
     def _hint_unindexed(self) -> None:

@@ -217,7 +217,8 @@ class EdgeQueryModes:
             return {}
         wanted = all_of(qe.HasIdCondition({point_id_for(n) for n in node_ids}), flt)
         request = qe.ScrollRequest(limit=len(node_ids), filter=wanted, with_payload=True, with_vector=False)
-        records, _ = self._read(lambda: self._shard.scroll(request))  # type: ignore[attr-defined]
+        shard = self._live_shard()  # type: ignore[attr-defined]
+        records, _ = self._read(lambda: shard.scroll(request))  # type: ignore[attr-defined]
         nodes = self._read(lambda: [node_from_record(r.payload) for r in records])  # type: ignore[attr-defined]
         return {node.node_id: node for node in nodes}
 
