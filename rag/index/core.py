@@ -58,6 +58,8 @@ class RagIndex:
                 self.stores.close()
                 raise
         self.signals: Dict[str, Any] = {} if self.settings.uses_server else open_signal_stores(self.settings)
+        for kind in ("text", "image"):  # LlamaIndex's hybrid mode on a collection reads these (one handle each)
+            self.collection(kind).use_signals(lambda kind=kind: self.signals.get(kind))
         self._text_embedding = text_embedding
         self._image_embedding = image_embedding
 

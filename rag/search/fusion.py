@@ -11,6 +11,9 @@ it and backends without server-side fusion can fuse on the client:
   mapped by ``(s - (mean - 3 sd)) / (6 sd)`` (sample standard deviation; a list of one
   score, or of equal scores, maps to 0.5; no clamping) and the mapped scores are summed.
 
+LlamaIndex's hybrid fusion for one collection (relative score fusion with `alpha`) lives with
+the store that runs it, `rag.stores.edge_modes` (stores sit below this layer).
+
 Each fused item remembers, for every list it appeared in, its 1-based rank and its raw
 score: that is what `Hit.signals` shows. `with_minimums` then keeps at least N items of a
 kind (for example one image) in the top of a fused list when the lists hold that many.

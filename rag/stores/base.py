@@ -7,7 +7,10 @@ server) implements `Collection`, so callers ask instead of probing with `hasattr
 - `has_points()`: whether there is any point, answered without visiting every point;
 - `build_search_graph()`: index new points in the search graph now (a no-op where the engine
   does it by itself or has no graph); True when anything was built;
-- `unindexed()`: points outside the search graph, which every query scans exactly.
+- `unindexed()`: points outside the search graph, which every query scans exactly;
+- `use_signals(signals)`: where LlamaIndex's hybrid and sparse query modes read BM25 (the
+  index's signal store of this collection, or a callable returning it; a no-op where the
+  backend has no such modes of ours).
 
 `QdrantClientCollection` implements them once for the two qdrant-client backends;
 `ThreadedAsync` gives an embedded store LlamaIndex's async API by running the sync calls in a
@@ -35,6 +38,9 @@ class Collection(Protocol):
 
     def unindexed(self) -> int:
         """Points the search graph does not hold yet (scanned exactly by every query)."""
+
+    def use_signals(self, signals: Any) -> None:
+        """Read BM25 for hybrid and sparse queries from `signals` (a SignalStore or a callable)."""
 
 
 class QdrantClientCollection:
@@ -68,6 +74,9 @@ class QdrantClientCollection:
     def unindexed(self) -> int:
         """0: nothing waits for a graph build we could start (see `build_search_graph`)."""
         return 0
+
+    def use_signals(self, signals: Any) -> None:
+        """Nothing to do: the stock store's hybrid mode has its own sparse vectors (enable_hybrid)."""
 
 
 class ThreadedAsync:

@@ -7,7 +7,8 @@ wraps one shard per directory and speaks LlamaIndex's ``BasePydanticVectorStore`
 
 Directory layout (``path``): see :mod:`rag.stores.edge_files` (lock, sidecar, shard).
 Filters are translated by :mod:`rag.stores.edge_filters`; shard configuration, points and
-query requests are built by :mod:`rag.stores.edge_shard`.
+query requests are built by :mod:`rag.stores.edge_shard`; LlamaIndex's hybrid, sparse and
+MMR query modes by :mod:`rag.stores.edge_modes` (BM25 from the index's signal store).
 
 Guarantees, as verified against qdrant-edge-py 0.9.0:
 
@@ -62,6 +63,7 @@ from rag.errors import StorageError
 from rag.stores.base import ThreadedAsync
 from rag.stores import edge_files
 from rag.stores.edge_files import META_FILE, SHARD_DIR
+from rag.stores.edge_modes import EdgeQueryModes, as_result, check_mode, mmr_settings
 from rag.stores.edge_filters import build_filter, document_filter, query_filter, selection_filter
 from rag.stores.edge_shard import (
     DEFAULT_PAYLOAD_INDEXES,
@@ -84,7 +86,7 @@ logger = logging.getLogger(__name__)
 UNINDEXED_WARNING = 50_000
 
 
-class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
+class QdrantEdgeVectorStore(EdgeQueryModes, ThreadedAsync, BasePydanticVectorStore):
     """LlamaIndex vector store on an embedded Qdrant shard in ``path``.
 
     The shard is created on the first ``add`` with that embedding's dimension and
@@ -112,6 +114,8 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
             killed process; slower).
         batch_size: points per engine update within one ``add``.
         max_search_threads: engine search threads (``None``: one per CPU).
+        signals: where hybrid and sparse queries read BM25 (see `use_signals`);
+            by default the signal store an index keeps beside this collection.
     """
 
     stores_text: bool = True
@@ -142,6 +146,8 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
     _unindexed: int = PrivateAttr(default=0)
     _warned_unindexed: bool = PrivateAttr(default=False)
     _closed: bool = PrivateAttr(default=False)
+    _signals: Any = PrivateAttr(default=None)  # a SignalStore, or a callable giving one
+    _own_signals: Any = PrivateAttr(default=None)  # one this store opened (closed with it)
 
     def __init__(
         self,
@@ -149,6 +155,7 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
         *,
         quantization: Optional[str] = "int8",
         payload_indexes: Optional[Dict[str, str]] = None,
+        signals: Any = None,
         **options: Any,
     ) -> None:
         unknown = sorted(set(options) - set(type(self).model_fields))
@@ -161,6 +168,7 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
             **options,
         )
         self._write_lock = threading.RLock()
+        self._signals = signals
         Path(self.path).mkdir(parents=True, exist_ok=True)
         self._acquire_dir_lock()
         try:
@@ -295,6 +303,7 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
             if self._closed:
                 return
             try:
+                self._close_own_signals()
                 if self._shard is not None:
                     self._shard.flush()
                     self._shard.close()
@@ -458,22 +467,25 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
         return self._read(lambda: shard.count(qe.CountRequest(exact=True, filter=flt)))
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Top-k nearest nodes by cosine similarity.
+        """Top-k nodes by the query's mode, as LlamaIndex's QdrantVectorStore runs them.
 
+        ``default``: cosine similarity; ``hybrid``: dense and BM25 fused with ``alpha``
+        (``sparse_top_k``, ``hybrid_top_k``); ``sparse``: BM25 alone; ``mmr``: maximal
+        marginal relevance (``mmr_threshold``). Details: :mod:`rag.stores.edge_modes`.
         kwargs: ``exact`` (bool, overrides the store's), ``hnsw_ef`` (int),
-        ``score_threshold`` (float).
+        ``score_threshold`` (float); for mmr ``mmr_threshold``, ``mmr_prefetch_k``,
+        ``mmr_prefetch_factor``.
         """
-        if query.mode != VectorStoreQueryMode.DEFAULT:
-            raise ValueError(
-                f"QdrantEdgeVectorStore supports dense (default) queries only, got mode "
-                f"{query.mode.value!r}."
-            )
+        check_mode(query.mode)
+        if query.mode == VectorStoreQueryMode.SPARSE:
+            return self._sparse_query(query)
         if query.query_embedding is None:
             raise ValueError("query.query_embedding is None: embed the query first.")
+        mmr = mmr_settings(query, kwargs) if query.mode == VectorStoreQueryMode.MMR else None
         flt = query_filter(query)
         shard = self._live_shard()
         if shard is None or query.similarity_top_k <= 0:
-            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+            return as_result([])
         embedding = query.query_embedding
         if not isinstance(embedding, list):
             embedding = list(embedding)
@@ -483,20 +495,24 @@ class QdrantEdgeVectorStore(ThreadedAsync, BasePydanticVectorStore):
                 f"{self.path} holds {self._dim}-d vectors: embed the query with the "
                 "model the store was built with."
             )
+        if query.mode == VectorStoreQueryMode.HYBRID:
+            return self._hybrid_query(query, embedding, flt, kwargs)
+        engine_query = qe.Query.Nearest(embedding) if mmr is None else qe.Mmr(embedding, mmr[0], mmr[1])
+        return as_result(self._scored_search(engine_query, query.similarity_top_k, flt, kwargs))
+
+    def _scored_search(self, engine_query: Any, limit: int, flt: Optional[qe.Filter],
+                       kwargs: Dict[str, Any]) -> List[Any]:
+        """(node, score) pairs of one engine query on the dense vectors, best first."""
         exact = bool(kwargs.get("exact", self.exact))
         if not exact:
             self._hint_unindexed()
         params = search_params(exact=exact, hnsw_ef=kwargs.get("hnsw_ef", self.hnsw_ef),
                                quantization=self.quantization, oversampling=self.oversampling)
-        request = search_request(qe.Query.Nearest(embedding), limit=query.similarity_top_k, flt=flt,
-                                 params=params, score_threshold=kwargs.get("score_threshold"))
+        request = search_request(engine_query, limit=limit, flt=flt, params=params,
+                                 score_threshold=kwargs.get("score_threshold"))
+        shard = self._live_shard()
         points = self._read(lambda: shard.query(request))
-        nodes = self._read(lambda: [node_from_record(p.payload) for p in points])
-        return VectorStoreQueryResult(
-            nodes=nodes,
-            similarities=[p.score for p in points],
-            ids=[n.node_id for n in nodes],
-        )
+        return self._read(lambda: [(node_from_record(p.payload), p.score) for p in points])
 
     def _hint_unindexed(self) -> None:
         """Log once when a large unindexed tail makes every query scan it."""
