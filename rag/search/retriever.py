@@ -70,9 +70,6 @@ class Retriever:
 
     def notes(self) -> List[str]:
         """Things a user should know about this index's search (printed by the CLI)."""
-        if self.index.settings.uses_server:
-            return ["lexical and caption signals are not built for Qdrant servers yet: searching with dense "
-                    "vectors (and CLIP) only"]
         if self.index.needs_signals():
             return [f"the index in {self.index.settings.storage} was built before lexical and caption signals: "
                     f"searching with dense vectors only. Add them (no image is embedded again) with: "

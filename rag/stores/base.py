@@ -9,6 +9,10 @@ server) implements `Collection`, so callers ask instead of probing with `hasattr
   does it by itself or has no graph); True when anything was built;
 - `unindexed()`: points outside the search graph, which every query scans exactly.
 
+Beside each collection, a `SignalIndex` keeps the lexical and caption signals of its points
+(`rag.stores.signals.SignalStore` in qdrant-edge, `rag.stores.server_signals.ServerSignalStore`
+on a Qdrant server); the index and the search use only the methods listed there.
+
 `QdrantClientCollection` implements them once for the two qdrant-client backends;
 `ThreadedAsync` gives an embedded store LlamaIndex's async API by running the sync calls in a
 worker thread (the engine releases the GIL while it works).
@@ -17,7 +21,7 @@ worker thread (the engine releases the GIL while it works).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 
 @runtime_checkable
@@ -35,6 +39,47 @@ class Collection(Protocol):
 
     def unindexed(self) -> int:
         """Points the search graph does not hold yet (scanned exactly by every query)."""
+
+
+@runtime_checkable
+class SignalIndex(Protocol):
+    """The BM25 and image-word signals of one collection's points (see `rag.stores.signal_points`)."""
+
+    kind: str  # "text" or "image"
+
+    def exists(self) -> bool:
+        """Has this store been built (possibly empty)?"""
+
+    def ensure(self, words_dim: Optional[int] = None) -> None:
+        """Create the empty store now if it does not exist (images need the text model's dimension)."""
+
+    def drop(self) -> None:
+        """Delete everything it holds; afterwards `exists()` is False."""
+
+    def close(self) -> None:
+        """Let go of the store; writes are refused afterwards."""
+
+    def optimize(self) -> bool:
+        """Index new points now where the engine waits to be asked; True when anything was built."""
+
+    def add(self, items: Sequence[Any]) -> None:
+        """Upsert the signals of these `SignalPoint`s."""
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Drop the signals of every node of these documents."""
+
+    def count(self) -> int:
+        """Exact number of points."""
+
+    def query(self, text: str = "", words_vector: Optional[List[float]] = None, limit: int = 20,
+              filters: Optional[Any] = None) -> Dict[str, List[Tuple[str, float]]]:
+        """Legs ``bm25`` and (images) ``words``: (node id, score), best first; `filters` are `MetadataFilters`."""
+
+    def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
+        """node id -> article key (url, else title)."""
+
+    def ids_of_articles(self, keys: Sequence[str], filters: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
+        """node id -> article key of the points of these articles."""
 
 
 class QdrantClientCollection:
