@@ -125,8 +125,10 @@ def test_an_older_server_index_gains_the_signals(open_server_index, corpus):
     for store in index.signals.values():  # as an index built on the server before the signals existed
         store.drop()
     retriever = Retriever(index)
-    assert index.needs_signals() and retriever.notes()[0].startswith(
-        f"the index in {index.settings.storage} was built before lexical and caption signals")
+    assert index.needs_signals() and retriever.notes() == [
+        "the index on the Qdrant server at memory was built before lexical and caption signals: searching with "
+        "dense vectors only. Add them (no image is embedded again) with: "
+        f"rag migrate --signals --storage {index.settings.storage}"]
     assert {n for h in retriever.search("moon", top_k=3, image_top_k=3) for n in h.signals} <= {"dense", "clip"}
     assert upgrade_signals(index) == {"text": 3, "image": 3}
     assert not index.needs_signals() and retriever.notes() == []
@@ -169,7 +171,7 @@ def test_the_command_line_builds_and_upgrades_server_signals(settings, corpus, s
         for store in index.signals.values():
             store.drop()  # an index built before the signals
     search = run("search", "moon")
-    assert f"Note: the index in {settings.storage} was built before lexical and caption signals" in search.stderr
+    assert f"Note: the index on the Qdrant server at {URL} was built before lexical and caption signals" in search.stderr
     result = run("migrate", "--signals")
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (f"Built the signals of the index on the Qdrant server at {URL}: 3 passages, "
