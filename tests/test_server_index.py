@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 from qdrant_client import QdrantClient
 
 from rag.cli import main
@@ -190,3 +191,37 @@ def test_a_server_store_pair_without_its_client_is_refused(settings, shared_embe
         RagIndex(s, text_embedding=shared_embeddings["text"], stores=pair)
     client.close()
     shutil.rmtree(s.storage, ignore_errors=True)
+
+
+def test_mmr_runs_in_the_server_engine_as_in_the_embedded_one(tmp_path):
+    """`--mmr` on a server: the Query API's MMR picks what qdrant-edge's `Mmr` picks (hand-made vectors)."""
+    import uuid
+
+    from llama_index.core.schema import TextNode
+
+    from rag.search.hybrid import edge_mmr_query
+    from rag.stores.edge import QdrantEdgeVectorStore
+
+    vectors = {"a": [1, 0, 0], "a2": [0.99, 0.05, 0], "a3": [0.98, 0.08, 0.02], "b": [0.7, 0, 0.7], "c": [0.6, 0.8, 0]}
+
+    def nodes():
+        return [TextNode(id_=str(uuid.UUID(int=i + 1)), text=name, embedding=v, metadata={"group": i % 2})
+                for i, (name, v) in enumerate(vectors.items())]
+
+    client = QdrantClient(":memory:")
+    server = ServerQdrantVectorStore(collection_name="c", client=client)
+    assert edge_mmr_query(server, [1, 0, 0], 4, None, 0.5) == ([], [])  # no collection yet
+    server.add(nodes())
+    query = [1, 0.02, 0.01]
+    with QdrantEdgeVectorStore(tmp_path / "edge", exact=True) as edge:
+        edge.add(nodes())
+        expected = {1.0: ["a", "a2", "a3", "b"], 0.5: ["a", "c", "b", "a3"]}
+        for lambda_, names in expected.items():
+            for store in (edge, server):
+                found, scores = edge_mmr_query(store, query, 4, None, lambda_)
+                assert [n.text for n in found] == names
+            assert scores == pytest.approx(edge_mmr_query(edge, query, 4, None, lambda_)[1], abs=1e-4)
+        filters = MetadataFilters(filters=[MetadataFilter(key="group", value=0)])  # a, a3 and c
+        assert [n.text for n in edge_mmr_query(server, query, 4, filters, 0.5)[0]] == \
+            [n.text for n in edge_mmr_query(edge, query, 4, filters, 0.5)[0]] == ["a", "c", "a3"]
+    client.close()

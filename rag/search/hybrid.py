@@ -200,12 +200,15 @@ def store_query(store: Any, vector: List[float], limit: int, filters: Optional[M
 
 def edge_mmr_query(store: Any, vector: List[float], limit: int, filters: Optional[MetadataFilters],
                    lambda_: float) -> Tuple[list, list]:
-    """(nodes, scores) by the engine's maximal marginal relevance (qdrant-edge stores only)."""
+    """(nodes, scores) by the engine's maximal marginal relevance (qdrant-edge, or qdrant-client's Query API)."""
     import qdrant_edge as qe
 
+    from rag.stores.base import QdrantClientCollection
     from rag.stores.edge import QdrantEdgeVectorStore
     from rag.stores.edge_shard import node_from_record
 
+    if isinstance(store, QdrantClientCollection):  # a server, or qdrant-client's local folder
+        return store.mmr_query(vector, limit, filters, lambda_)
     shard = store.client if isinstance(store, QdrantEdgeVectorStore) else None
     if shard is None:  # other backends, or an empty store: plain nearest neighbours
         return store_query(store, vector, limit, filters)

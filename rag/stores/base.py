@@ -114,6 +114,26 @@ class QdrantClientCollection:
         """0: nothing waits for a graph build we could start (see `build_search_graph`)."""
         return 0
 
+    def mmr_query(self, vector: List[float], limit: int, filters: Any, lambda_: float) -> Tuple[list, list]:
+        """(nodes, scores) by the engine's maximal marginal relevance, through qdrant-client's Query API.
+
+        `lambda_` weighs relevance against diversity as qdrant-edge's `Mmr` does (the Query API's
+        `diversity` is 1 - lambda); candidates as in `rag.search.hybrid.edge_mmr_query`.
+        """
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+        from qdrant_client import models
+
+        if limit <= 0 or not self._exists():
+            return [], []
+        query = models.NearestQuery(nearest=[float(x) for x in vector],
+                                    mmr=models.Mmr(diversity=1.0 - lambda_, candidates_limit=max(limit * 4, 50)))
+        where = self._build_query_filter(VectorStoreQuery(query_embedding=vector, similarity_top_k=limit,  # type: ignore[attr-defined]
+                                                          filters=filters))
+        response = self.client.query_points(self.collection_name, query=query, limit=limit, query_filter=where,
+                                            using=self.dense_vector_name)  # type: ignore[attr-defined]
+        result = self.parse_to_query_result(response.points)  # type: ignore[attr-defined]
+        return list(result.nodes or []), list(result.similarities or [])
+
 
 class ThreadedAsync:
     """LlamaIndex's async vector-store methods as the sync ones run in a worker thread.
