@@ -225,3 +225,34 @@ def test_mmr_runs_in_the_server_engine_as_in_the_embedded_one(tmp_path):
         assert [n.text for n in edge_mmr_query(server, query, 4, filters, 0.5)[0]] == \
             [n.text for n in edge_mmr_query(edge, query, 4, filters, 0.5)[0]] == ["a", "c", "a3"]
     client.close()
+
+
+@pytest.mark.parametrize("backend", ["edge", "server"])
+def test_a_damaged_signal_store_is_rebuilt_by_the_command_it_names(backend, open_test_index, open_server_index,
+                                                                    corpus):
+    """The message says `rag migrate --signals`; that command must then be able to open the index and rebuild."""
+    from rag.errors import StorageError
+
+    index = open_test_index() if backend == "edge" else open_server_index()
+    ingest(index, [corpus], progress=False)
+    if backend == "edge":
+        index.close()
+        meta = index.signals["text"].path / "rag_signals.json"
+        meta.write_text("{not json", encoding="utf-8")
+        message = (f"{meta} cannot be read (Expecting property name enclosed in double quotes: line 1 column 2 "
+                   "(char 1)); rebuild it with: rag migrate --signals")
+        reopened = open_test_index()  # opens: the damage shows when the signals are used
+    else:
+        index.signals["text"].drop()  # a collection of the wrong kind where the text signals belong
+        ServerSignalStore(index.stores.client, "text_signals", "image").ensure(4)
+        message = ("the collection 'text_signals' on the Qdrant server is not a text signal store of format 1; "
+                   "rebuild it with: rag migrate --signals")
+        reopened = RagIndex(index.settings, text_embedding=index.text_embedding,
+                            image_embedding=index.image_embedding, stores=index.stores)
+    with pytest.raises(StorageError) as err:
+        Retriever(reopened).search("moon", top_k=2, image_top_k=1)
+    assert str(err.value) == message
+    assert upgrade_signals(reopened) == {"text": 3, "image": 3}
+    hits = Retriever(reopened).search("moon", top_k=2, image_top_k=1)
+    assert next(h for h in hits if h.title == "Moon").signals["bm25"]["rank"] == 1
+    reopened.close()

@@ -236,10 +236,24 @@ def test_the_server_store_keeps_the_signal_store_contract(tmp_path):
         image.add([SignalPoint("i9", "d", {}, "x", [1.0, 0.0, 0.0])])
     reopened = ServerSignalStore(client, "i_signals", "image")  # reads what the collection is
     assert reopened.exists() and reopened.count() == len(image_points())
-    with pytest.raises(StorageError) as err:
-        ServerSignalStore(client, "i_signals", "text")
-    assert str(err.value) == ("the collection 'i_signals' on the Qdrant server is not a text signal store of "
-                              "format 1; rebuild it with: rag migrate --signals")
+    wrong = ServerSignalStore(client, "i_signals", "text")  # opens, so that a rebuild can drop it
+    assert wrong.exists()
+    for use in (lambda: wrong.query("moon"), wrong.count, lambda: wrong.add(text_points()), wrong.ensure,
+                lambda: wrong.ids_of_articles(["x"]), lambda: wrong.article_keys(["i1"])):
+        with pytest.raises(StorageError) as err:
+            use()
+        assert str(err.value) == ("the collection 'i_signals' on the Qdrant server is not a text signal store of "
+                                  "format 1; rebuild it with: rag migrate --signals")
+    # a server that keeps no collection metadata (before Qdrant 1.16): the vectors tell the kind
+    client.create_collection("old_signals", vectors_config={"words": models.VectorParams(
+        size=DIM, distance=models.Distance.COSINE)}, sparse_vectors_config={"bm25": models.SparseVectorParams(
+            modifier=models.Modifier.IDF)})
+    assert ServerSignalStore(client, "old_signals", "image").count() == 0
+    with pytest.raises(StorageError, match="'old_signals' on the Qdrant server is not a text signal store"):
+        ServerSignalStore(client, "old_signals", "text").count()
+    client.create_collection("dense_only", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+    with pytest.raises(StorageError, match="'dense_only' on the Qdrant server is not an image signal store"):
+        ServerSignalStore(client, "dense_only", "image").query("x", [0.0] * DIM)
     reopened.drop()
     assert not reopened.exists() and not client.collection_exists("i_signals") and reopened.count() == 0
     text.close()

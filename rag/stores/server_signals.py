@@ -8,7 +8,8 @@ payloads are built by `rag.stores.signal_points`, the code the embedded store us
 backends hold identical vectors; queries go through qdrant-client's Query API
 (`query_batch_points`, one request per leg, `using` the leg's vector).
 
-The collection's metadata records the format, the kind and the BM25 settings. The store
+The collection's metadata records the format, the kind and the BM25 settings (a server too
+old to keep collection metadata is judged by the collection's vectors instead). The store
 uses the index's qdrant-client (its timeout and address rules: `rag.stores.factory`).
 """
 
@@ -63,6 +64,9 @@ class ServerSignalStore:
         self._exists = False
         self._words_dim: Optional[int] = None
         self.avg_len = AVG_LEN[kind]
+        # a collection of another format or kind opens anyway (so that `rag migrate --signals`
+        # can rebuild it); every use but `drop` then raises this message
+        self._broken: Optional[str] = None
         self._read_meta()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -79,18 +83,29 @@ class ServerSignalStore:
             return
         info = self._call("read", lambda: self.client.get_collection(self.collection_name))
         meta = info.config.metadata or {}
-        if meta.get("format") != SIGNALS_FORMAT or meta.get("kind") != self.kind:
-            raise StorageError(f"the collection {self.collection_name!r} on the Qdrant server is not a {self.kind} "
-                               f"signal store of format {SIGNALS_FORMAT}; rebuild it with: rag migrate --signals")
-        self.avg_len = float(meta.get("avg_len", AVG_LEN[self.kind]))
         vectors = info.config.params.vectors
         words = vectors.get("words") if isinstance(vectors, dict) else None
-        self._words_dim = words.size if words is not None else None
+        sparse = info.config.params.sparse_vectors or {}
+        if meta:
+            right = meta.get("format") == SIGNALS_FORMAT and meta.get("kind") == self.kind
+        else:  # a server without collection metadata (before Qdrant 1.16): judge by the vectors
+            right = "bm25" in sparse and (words is not None) == (self.kind == "image")
         self._exists = True
+        if not right:
+            self._broken = (f"the collection {self.collection_name!r} on the Qdrant server is not "
+                            f"{'an' if self.kind == 'image' else 'a'} {self.kind} signal store of format "
+                            f"{SIGNALS_FORMAT}; rebuild it with: rag migrate --signals")
+            return
+        self.avg_len = float(meta.get("avg_len", AVG_LEN[self.kind]))
+        self._words_dim = words.size if words is not None else None
 
     def exists(self) -> bool:
         """Has this store been built (possibly empty)?"""
         return self._exists
+
+    def _check(self) -> None:
+        if self._broken:
+            raise StorageError(self._broken)
 
     def _create(self, words_dim: Optional[int]) -> None:
         vectors: Dict[str, models.VectorParams] = {}
@@ -112,6 +127,7 @@ class ServerSignalStore:
 
     def ensure(self, words_dim: Optional[int] = None) -> None:
         """Create the (empty) collection now if it does not exist yet."""
+        self._check()
         with self._lock:
             if not self._exists:
                 self._create(words_dim)
@@ -126,6 +142,7 @@ class ServerSignalStore:
             if self._call("find", lambda: self.client.collection_exists(self.collection_name)):
                 self._call("delete", lambda: self.client.delete_collection(self.collection_name))
             self._exists = False
+            self._broken = None
             self._words_dim = None
             self._closed = False
             self.avg_len = AVG_LEN[self.kind]
@@ -150,6 +167,7 @@ class ServerSignalStore:
 
     def add(self, items: Sequence[SignalPoint]) -> None:
         """Upsert the signals of these nodes."""
+        self._check()
         if not items:
             return
         points = self.build_points(items)
@@ -168,6 +186,7 @@ class ServerSignalStore:
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Drop the signals of every node of these documents."""
+        self._check()
         if not self._exists or not doc_ids:
             return
         flt = models.Filter(must=[models.FieldCondition(key=DOC_ID_KEY, match=models.MatchAny(any=list(doc_ids)))])
@@ -176,6 +195,7 @@ class ServerSignalStore:
 
     def count(self) -> int:
         """Exact number of points (0 before the store is built)."""
+        self._check()
         if not self._exists:
             return 0
         return int(self._call("count", lambda: self.client.count(self.collection_name, exact=True).count))
@@ -187,6 +207,7 @@ class ServerSignalStore:
 
         `filters`: LlamaIndex `MetadataFilters` on the nodes' flat metadata.
         """
+        self._check()
         flt = server_filter(filters)
         legs: Dict[str, Any] = {}
         if text:
@@ -205,6 +226,7 @@ class ServerSignalStore:
 
     def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
         """node id -> article key (url, else title) for these nodes, from the payload alone."""
+        self._check()
         if not node_ids or not self._exists:
             return {}
         ids = list(dict.fromkeys(point_id_for(n) for n in node_ids))
@@ -214,6 +236,7 @@ class ServerSignalStore:
 
     def ids_of_articles(self, keys: Sequence[str], filters: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
         """node id -> article key (url, else title) of the points of these articles (`filters`: as `query`)."""
+        self._check()
         if not keys or not self._exists:
             return {}
         flt = server_filter(filters)

@@ -70,7 +70,13 @@ class SignalStore:
         self._shard: Any = None
         self._words_dim: Optional[int] = None
         self._closed = False
-        meta = self._read_meta()
+        # a store written by another version, or damaged, opens anyway (so that `rag migrate
+        # --signals` can rebuild it); every use but `drop` then raises this message
+        self._broken: Optional[str] = None
+        try:
+            meta = self._read_meta()
+        except StorageError as exc:
+            self._broken, meta = str(exc), None
         self.avg_len = float(meta.get("avg_len", AVG_LEN[kind])) if meta else AVG_LEN[kind]
         if meta and (self.path / SHARD_DIR / "edge_config.json").exists():
             self._words_dim = meta.get("words_dim")
@@ -86,7 +92,7 @@ class SignalStore:
         except (OSError, json.JSONDecodeError) as exc:
             raise StorageError(f"{file} cannot be read ({exc}); rebuild it with: rag migrate --signals") from None
         if meta.get("format") != SIGNALS_FORMAT or meta.get("kind") != self.kind:
-            raise StorageError(f"{file} is not a {self.kind} signal store of format {SIGNALS_FORMAT}; "
+            raise StorageError(f"{file} is not {'an' if self.kind == 'image' else 'a'} {self.kind} signal store of format {SIGNALS_FORMAT}; "
                                "rebuild it with: rag migrate --signals")
         return meta
 
@@ -101,6 +107,10 @@ class SignalStore:
     def exists(self) -> bool:
         """Has this store been built (possibly empty)?"""
         return (self.path / META_FILE).is_file()
+
+    def _check(self) -> None:
+        if self._broken:
+            raise StorageError(self._broken)
 
     def _create(self, words_dim: Optional[int]) -> Any:
         vectors = {}
@@ -129,6 +139,7 @@ class SignalStore:
 
     def ensure(self, words_dim: Optional[int] = None) -> None:
         """Create the (empty) store now if it does not exist yet."""
+        self._check()
         with self._lock:
             if self._shard is None:
                 self._shard = self._create(words_dim)
@@ -149,11 +160,13 @@ class SignalStore:
             self._shard = None
             self._words_dim = None
             self._closed = False
+            self._broken = None
             self.avg_len = AVG_LEN[self.kind]
             shutil.rmtree(self.path, ignore_errors=True)
 
     def optimize(self) -> bool:
         """Build the engine's indexes over new points (blocking)."""
+        self._check()
         with self._lock:
             return bool(self._shard.optimize()) if self._shard is not None else False
 
@@ -171,6 +184,7 @@ class SignalStore:
 
     def add(self, items: Sequence[SignalPoint]) -> None:
         """Upsert the signals of these nodes."""
+        self._check()
         if not items:
             return
         points = self.build_points(items)
@@ -187,6 +201,7 @@ class SignalStore:
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Drop the signals of every node of these documents."""
+        self._check()
         with self._lock:
             if self._shard is None or not doc_ids:
                 return
@@ -194,6 +209,8 @@ class SignalStore:
             self._shard.update(qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[condition])))
 
     def count(self) -> int:
+        """Exact number of points (0 before the store is built)."""
+        self._check()
         with self._lock:
             if self._shard is None:
                 return 0
@@ -206,6 +223,7 @@ class SignalStore:
 
         `filters`: LlamaIndex `MetadataFilters` on the nodes' flat metadata.
         """
+        self._check()
         flt = _engine_filter(filters)
         legs: Dict[str, Any] = {}
         if text:
@@ -225,6 +243,7 @@ class SignalStore:
 
     def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
         """node id -> article key (url, else title) for these nodes, from the payload alone."""
+        self._check()
         if not node_ids:
             return {}
         with self._lock:
@@ -237,6 +256,7 @@ class SignalStore:
 
     def ids_of_articles(self, keys: Sequence[str], filters: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
         """node id -> article key (url, else title) of the points of these articles (`filters`: as `query`)."""
+        self._check()
         if not keys:
             return {}
         flt = _engine_filter(filters)
