@@ -36,15 +36,14 @@ def _signals(settings, as_json: bool) -> None:
     from rag.index.core import RagIndex
     from rag.index.signals import upgrade_signals
 
-    if settings.uses_server:
-        raise click.ClickException("--signals needs an embedded index (RAG_QDRANT_URL is set): "
-                                   "signals for Qdrant servers are not built yet")
     with RagIndex(settings, check_models=False) as index:
         counts = upgrade_signals(index)
+        where = (f"the index on the Qdrant server at {index.stores.location}" if index.stores.kind == "server"
+                 else str(settings.storage))
     if as_json:
         emit_json({"storage": str(settings.storage), "signals": counts})
         return
-    click.echo(f"Built the signals of {settings.storage}: {plural(counts['text'], 'passage')}, "
+    click.echo(f"Built the signals of {where}: {plural(counts['text'], 'passage')}, "
                f"{plural(counts['image'], 'image')} (no image embedded again).")
 
 

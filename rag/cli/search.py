@@ -72,7 +72,7 @@ def search_json(request: SearchRequest, result: Any) -> Dict[str, Any]:
 @click.option("--signals", metavar="NAMES", help="Comma-separated signals to rank by "
               "(dense, bm25, clip, clip_image, words, words_bm25, article) [default: all].")
 @click.option("--fusion", type=click.Choice(["dbsf", "rrf"]), help="How the signals are fused [default: dbsf].")
-@click.option("--mmr", type=click.FloatRange(0, 1), help="Diversify passages with MMR (lambda 0-1; qdrant-edge).")
+@click.option("--mmr", type=click.FloatRange(0, 1), help="Diversify passages with MMR (lambda 0-1; in the Qdrant engine).")
 @filter_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"query", "image", "filters", "hits"} as JSON.')
 @storage_options

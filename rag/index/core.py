@@ -22,7 +22,7 @@ from rag.config import Settings
 from rag.errors import RagError, StorageError
 from rag.index.signals import add_signals, open_signal_stores
 from rag.index.ledger import LEDGER_NAME, MODEL_FIELDS, FileEntry, Ledger, settle_models
-from rag.stores.base import Collection
+from rag.stores.base import Collection, SignalIndex
 from rag.stores.factory import StorePair, open_stores
 
 __all__ = ["FileEntry", "Ledger", "RagIndex", "open_index", "settle_models"]
@@ -57,7 +57,12 @@ class RagIndex:
             except BaseException:
                 self.stores.close()
                 raise
-        self.signals: Dict[str, Any] = {} if self.settings.uses_server else open_signal_stores(self.settings)
+        try:
+            self.signals: Dict[str, SignalIndex] = open_signal_stores(self.settings, self.stores)
+        except BaseException:
+            if stores is None:
+                self.stores.close()
+            raise
         for kind in ("text", "image"):  # LlamaIndex's hybrid mode on a collection reads these (one handle each)
             self.collection(kind).use_signals(lambda kind=kind: self.signals.get(kind))
         self._text_embedding = text_embedding

@@ -4,6 +4,9 @@ Passages contribute their title and text to BM25. Images contribute their own wo
 caption, alt text, description, file name) to BM25 and, embedded with the text model, to
 the ``words`` vector. `upgrade_signals` builds both signal stores of an existing index from
 the payloads it already holds: the text model reads the images' words, no image is read.
+
+An embedded index keeps its signals in qdrant-edge shards under `<storage>/signals/`; an index
+on a Qdrant server keeps them on the server, in a collection beside each dense collection.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from rag.config import Settings
 from rag.corpus.words import image_words
-from rag.stores.signals import SignalPoint, SignalStore
+from rag.stores.base import SignalIndex
+from rag.stores.signal_points import SignalPoint
 
 KINDS = ("text", "image")
 BATCH = 256
@@ -25,8 +29,25 @@ def signal_paths(settings: Settings) -> Dict[str, Path]:
     return {"text": root / settings.text_collection, "image": root / settings.image_collection}
 
 
-def open_signal_stores(settings: Settings) -> Dict[str, SignalStore]:
-    """Both signal stores (built or not yet: see `SignalStore.exists`)."""
+def open_signal_stores(settings: Settings, stores: Any = None) -> Dict[str, SignalIndex]:
+    """Both signal stores (built or not yet: see `SignalIndex.exists`).
+
+    Beside the collections of a Qdrant server (`stores`, a `StorePair` of kind "server"): a
+    signal collection on the same server, through the same client. Otherwise qdrant-edge
+    shards under `<storage>/signals/`.
+    """
+    if stores is not None and stores.kind == "server":
+        from rag.stores.server_signals import ServerSignalStore, signal_collection
+
+        if stores.client is None:
+            raise ValueError("a server StorePair needs its qdrant-client (StorePair.client) for the signal collections")
+        names = {"text": settings.text_collection, "image": settings.image_collection}
+        return {kind: ServerSignalStore(stores.client, signal_collection(name), kind,
+                                        shard_number=settings.shard_number,
+                                        replication_factor=settings.replication_factor)
+                for kind, name in names.items()}
+    from rag.stores.signals import SignalStore
+
     return {kind: SignalStore(path, kind) for kind, path in signal_paths(settings).items()}
 
 
@@ -48,7 +69,7 @@ def image_signal_points(nodes: Sequence[Any], embed_texts: Callable[[List[str]],
     return [SignalPoint(n.node_id, _doc_id(n), n.metadata, w, list(v)) for n, w, v in zip(nodes, words, vectors)]
 
 
-def add_signals(stores: Dict[str, SignalStore], text_nodes: Sequence[Any], image_nodes: Sequence[Any],
+def add_signals(stores: Dict[str, SignalIndex], text_nodes: Sequence[Any], image_nodes: Sequence[Any],
                 embed_texts: Callable[[List[str]], List[List[float]]]) -> None:
     """Write the signals of newly embedded nodes (creating both stores on the first call)."""
     points = image_signal_points(image_nodes, embed_texts) if image_nodes else []
@@ -70,14 +91,9 @@ def upgrade_signals(index: Any, progress: Optional[Callable[[str, int], None]] =
     counts = {}
     dim = len(index.text_embedding.get_text_embedding("dimension probe"))
     for kind in KINDS:
-        store = index.signals[kind]
-        store.close()
-        import shutil
-
-        shutil.rmtree(store.path, ignore_errors=True)
-        fresh = SignalStore(store.path, kind)
+        fresh = index.signals[kind]
+        fresh.drop()
         fresh.ensure(dim if kind == "image" else None)
-        index.signals[kind] = fresh
         collection = index.stores.text if kind == "text" else index.stores.image
         nodes = collection.get_nodes() if index.counts()[kind] else []
         for start in range(0, len(nodes), BATCH):

@@ -48,8 +48,9 @@ class HybridSearch:
     `embed` gives the query vectors: a callable (name, payload) -> vector, name one of
     "text" (text model query), "clip_text", "clip_image".
     `dense_query(kind, vector, limit, filters)` returns (nodes, scores) from a collection.
-    `get_nodes(kind, node_ids)` fetches nodes by id. `signals` maps kind -> SignalStore
-    (a store that does not exist yet contributes no leg).
+    `get_nodes(kind, node_ids)` fetches nodes by id. `signals` maps kind -> a signal store
+    (`rag.stores.base.SignalIndex`, embedded or on a server: each turns the filters into its
+    engine's own; a store that does not exist yet contributes no leg).
     """
 
     def __init__(self, dense_query: Any, get_nodes: Any, signals: Dict[str, Any], mmr_query: Any = None) -> None:
@@ -80,7 +81,7 @@ class HybridSearch:
             legs["dense"] = self._dense("text", vector, limit, filters, nodes, settings.mmr)
         store = self.signals.get("text")
         if query and "bm25" in settings.signals and store is not None and store.exists():
-            legs.update(store.query(text=query, limit=limit, flt=_edge_filter(filters)))
+            legs.update(store.query(text=query, limit=limit, filters=filters))
         return legs
 
     def image_legs(self, query: str, vectors: Dict[str, Any], settings: FusionSettings, limit: int,
@@ -94,7 +95,7 @@ class HybridSearch:
         if store is not None and store.exists() and query:
             words = text_vector if "words" in settings.signals else None
             found = store.query(text=query if "words_bm25" in settings.signals else "", words_vector=words,
-                                limit=limit, flt=_edge_filter(filters))
+                                limit=limit, filters=filters)
             if "bm25" in found:
                 legs["words_bm25"] = found["bm25"]
             if "words" in found:
@@ -115,7 +116,7 @@ class HybridSearch:
         if missing and other is not None and other.exists():
             keys.update(other.article_keys(missing))
         wanted = [k for k in dict.fromkeys(keys.values()) if k]
-        members = store.ids_of_articles(wanted[:limit], flt=_edge_filter(filters), limit=limit * 4)
+        members = store.ids_of_articles(wanted[:limit], filters=filters, limit=limit * 4)
         return article_ranking([(f.id, f.score) for f in ranked], keys, members)[:limit]
 
     def _fetch(self, kind: str, node_ids: Sequence[str], nodes: Dict[str, Any]) -> None:
@@ -199,12 +200,15 @@ def store_query(store: Any, vector: List[float], limit: int, filters: Optional[M
 
 def edge_mmr_query(store: Any, vector: List[float], limit: int, filters: Optional[MetadataFilters],
                    lambda_: float) -> Tuple[list, list]:
-    """(nodes, scores) by the engine's maximal marginal relevance (qdrant-edge stores only)."""
+    """(nodes, scores) by the engine's maximal marginal relevance (qdrant-edge, or qdrant-client's Query API)."""
     import qdrant_edge as qe
 
+    from rag.stores.base import QdrantClientCollection
     from rag.stores.edge import QdrantEdgeVectorStore
     from rag.stores.edge_shard import node_from_record
 
+    if isinstance(store, QdrantClientCollection):  # a server, or qdrant-client's local folder
+        return store.mmr_query(vector, limit, filters, lambda_)
     shard = store.client if isinstance(store, QdrantEdgeVectorStore) else None
     if shard is None:  # other backends, or an empty store: plain nearest neighbours
         return store_query(store, vector, limit, filters)

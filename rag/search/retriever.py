@@ -87,13 +87,13 @@ class Retriever:
 
     def notes(self) -> List[str]:
         """Things a user should know about this index's search (printed by the CLI)."""
-        if self.index.settings.uses_server:
-            return ["lexical and caption signals are not built for Qdrant servers yet: searching with dense "
-                    "vectors (and CLIP) only"]
         if self.index.needs_signals():
-            return [f"the index in {self.index.settings.storage} was built before lexical and caption signals: "
+            storage = self.index.settings.storage
+            stores = self.index.stores
+            where = (f"on the Qdrant server at {stores.location}" if stores.kind == "server" else f"in {storage}")
+            return [f"the index {where} was built before lexical and caption signals: "
                     f"searching with dense vectors only. Add them (no image is embedded again) with: "
-                    f"rag migrate --signals --storage {self.index.settings.storage}"]
+                    f"rag migrate --signals --storage {storage}"]
         return []
 
     def search(

@@ -12,6 +12,10 @@ server) implements `Collection`, so callers ask instead of probing with `hasattr
   index's signal store of this collection, or a callable returning it; a no-op where the
   backend has no such modes of ours).
 
+Beside each collection, a `SignalIndex` keeps the lexical and caption signals of its points
+(`rag.stores.signals.SignalStore` in qdrant-edge, `rag.stores.server_signals.ServerSignalStore`
+on a Qdrant server); the index and the search use only the methods listed there.
+
 `QdrantClientCollection` implements them once for the two qdrant-client backends;
 `ThreadedAsync` gives an embedded store LlamaIndex's async API by running the sync calls in a
 worker thread (the engine releases the GIL while it works).
@@ -20,7 +24,7 @@ worker thread (the engine releases the GIL while it works).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 
 @runtime_checkable
@@ -41,6 +45,47 @@ class Collection(Protocol):
 
     def use_signals(self, signals: Any) -> None:
         """Read BM25 for hybrid and sparse queries from `signals` (a SignalStore or a callable)."""
+
+
+@runtime_checkable
+class SignalIndex(Protocol):
+    """The BM25 and image-word signals of one collection's points (see `rag.stores.signal_points`)."""
+
+    kind: str  # "text" or "image"
+
+    def exists(self) -> bool:
+        """Has this store been built (possibly empty)?"""
+
+    def ensure(self, words_dim: Optional[int] = None) -> None:
+        """Create the empty store now if it does not exist (images need the text model's dimension)."""
+
+    def drop(self) -> None:
+        """Delete everything it holds; afterwards `exists()` is False."""
+
+    def close(self) -> None:
+        """Let go of the store; writes are refused afterwards."""
+
+    def optimize(self) -> bool:
+        """Index new points now where the engine waits to be asked; True when anything was built."""
+
+    def add(self, items: Sequence[Any]) -> None:
+        """Upsert the signals of these `SignalPoint`s."""
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Drop the signals of every node of these documents."""
+
+    def count(self) -> int:
+        """Exact number of points."""
+
+    def query(self, text: str = "", words_vector: Optional[List[float]] = None, limit: int = 20,
+              filters: Optional[Any] = None) -> Dict[str, List[Tuple[str, float]]]:
+        """Legs ``bm25`` and (images) ``words``: (node id, score), best first; `filters` are `MetadataFilters`."""
+
+    def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
+        """node id -> article key (url, else title)."""
+
+    def ids_of_articles(self, keys: Sequence[str], filters: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
+        """node id -> article key of the points of these articles."""
 
 
 class QdrantClientCollection:
@@ -77,6 +122,26 @@ class QdrantClientCollection:
 
     def use_signals(self, signals: Any) -> None:
         """Nothing to do: the stock store's hybrid mode has its own sparse vectors (enable_hybrid)."""
+
+    def mmr_query(self, vector: List[float], limit: int, filters: Any, lambda_: float) -> Tuple[list, list]:
+        """(nodes, scores) by the engine's maximal marginal relevance, through qdrant-client's Query API.
+
+        `lambda_` weighs relevance against diversity as qdrant-edge's `Mmr` does (the Query API's
+        `diversity` is 1 - lambda); candidates as in `rag.search.hybrid.edge_mmr_query`.
+        """
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+        from qdrant_client import models
+
+        if limit <= 0 or not self._exists():
+            return [], []
+        query = models.NearestQuery(nearest=[float(x) for x in vector],
+                                    mmr=models.Mmr(diversity=1.0 - lambda_, candidates_limit=max(limit * 4, 50)))
+        where = self._build_query_filter(VectorStoreQuery(query_embedding=vector, similarity_top_k=limit,  # type: ignore[attr-defined]
+                                                          filters=filters))
+        response = self.client.query_points(self.collection_name, query=query, limit=limit, query_filter=where,
+                                            using=self.dense_vector_name)  # type: ignore[attr-defined]
+        result = self.parse_to_query_result(response.points)  # type: ignore[attr-defined]
+        return list(result.nodes or []), list(result.similarities or [])
 
 
 class ThreadedAsync:

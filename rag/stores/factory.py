@@ -20,13 +20,17 @@ from rag.stores.base import Collection
 
 @dataclass
 class StorePair:
-    """The two collections (each a `rag.stores.base.Collection`) and how to let them go."""
+    """The two collections (each a `rag.stores.base.Collection`) and how to let them go.
+
+    `client`: the qdrant-client of a server's collections (their signal collections use it too).
+    """
 
     text: Collection
     image: Collection
     kind: str
     location: str
     _closers: List[Callable[[], None]] = field(default_factory=list, repr=False)
+    client: Any = field(default=None, repr=False)
 
     def close(self) -> None:
         for close in self._closers:
@@ -125,7 +129,7 @@ def open_server_stores(settings: Settings, timeout: int = QDRANT_TIMEOUT) -> Sto
         ) from None
     aclient = AsyncQdrantClient(**kwargs)
     text, image = _qdrant_client_stores(settings, client, aclient)
-    return StorePair(text, image, "server", shown_url(url), [client.close])
+    return StorePair(text, image, "server", shown_url(url), [client.close], client=client)
 
 
 def open_edge_stores(settings: Settings) -> StorePair:

@@ -14,7 +14,8 @@ an index built before them gains them by reading its own payloads (`rag migrate
 --signals`), with no image embedded again, and any dense backend can have them.
 
 Layout (``path``): ``rag_signals.json`` (format, kind, text-model dimension, BM25 settings)
-and ``shard/``.
+and ``shard/``. What a point holds is built by `rag.stores.signal_points`, shared with the
+server store (`rag.stores.server_signals`), so both backends hold identical vectors.
 """
 
 from __future__ import annotations
@@ -23,56 +24,60 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import qdrant_edge as qe
 
 from rag.errors import StorageError
 from rag.stores.payload import point_id_for
+from rag.stores.signal_points import (  # noqa: F401  (SignalPoint and the constants re-exported)
+    AVG_LEN,
+    BM25_PARAMS,
+    DOC_ID_KEY,
+    INDEXED_KEYS,
+    NODE_ID_KEY,
+    SIGNALS_FORMAT,
+    SignalPoint,
+    bm25_document,
+    bm25_query,
+    check_kind,
+    signal_payload,
+    words_vector_of,
+)
 
-SIGNALS_FORMAT = 1
 META_FILE = "rag_signals.json"
 SHARD_DIR = "shard"
-NODE_ID_KEY = "node_id"
-DOC_ID_KEY = "doc_id"
-INDEXED_KEYS = ("doc_id", "title", "url", "file_path", "modality")
-# Expected document lengths in tokens for BM25's length normalisation.
-AVG_LEN = {"text": 256.0, "image": 24.0}
 BATCH = 256
 
 
-@dataclass
-class SignalPoint:
-    """What the signal store holds for one node."""
+def _engine_filter(filters: Any) -> Optional[Any]:
+    """LlamaIndex `MetadataFilters` as a qdrant-edge filter (None: no filter)."""
+    if filters is None:
+        return None
+    from rag.stores.edge_filters import build_filter
 
-    node_id: str
-    doc_id: str
-    metadata: Mapping[str, Any]
-    text: str  # what BM25 reads
-    words_vector: Optional[List[float]] = None  # images: the words, embedded
-
-
-def _flat(metadata: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool)) and not k.startswith("_")}
+    return build_filter(filters)
 
 
 class SignalStore:
     """BM25 (and, for images, caption-word vectors) for the points of one collection."""
 
     def __init__(self, path: os.PathLike, kind: str) -> None:
-        if kind not in AVG_LEN:
-            raise ValueError(f"kind must be 'text' or 'image', got {kind!r}")
         self.path = Path(path)
-        self.kind = kind
+        self.kind = check_kind(kind)
         self._lock = threading.RLock()
         self._shard: Any = None
         self._words_dim: Optional[int] = None
         self._closed = False
-        meta = self._read_meta()
+        # a store written by another version, or damaged, opens anyway (so that `rag migrate
+        # --signals` can rebuild it); every use but `drop` then raises this message
+        self._broken: Optional[str] = None
+        try:
+            meta = self._read_meta()
+        except StorageError as exc:
+            self._broken, meta = str(exc), None
         self.avg_len = float(meta.get("avg_len", AVG_LEN[kind])) if meta else AVG_LEN[kind]
-        self.bm25 = qe.Bm25(qe.Bm25Config(language="english", avg_len=self.avg_len))
         if meta and (self.path / SHARD_DIR / "edge_config.json").exists():
             self._words_dim = meta.get("words_dim")
             self._shard = self._engine("open", lambda: qe.EdgeShard.load(str(self.path / SHARD_DIR)))
@@ -87,7 +92,7 @@ class SignalStore:
         except (OSError, json.JSONDecodeError) as exc:
             raise StorageError(f"{file} cannot be read ({exc}); rebuild it with: rag migrate --signals") from None
         if meta.get("format") != SIGNALS_FORMAT or meta.get("kind") != self.kind:
-            raise StorageError(f"{file} is not a {self.kind} signal store of format {SIGNALS_FORMAT}; "
+            raise StorageError(f"{file} is not {'an' if self.kind == 'image' else 'a'} {self.kind} signal store of format {SIGNALS_FORMAT}; "
                                "rebuild it with: rag migrate --signals")
         return meta
 
@@ -102,6 +107,10 @@ class SignalStore:
     def exists(self) -> bool:
         """Has this store been built (possibly empty)?"""
         return (self.path / META_FILE).is_file()
+
+    def _check(self) -> None:
+        if self._broken:
+            raise StorageError(self._broken)
 
     def _create(self, words_dim: Optional[int]) -> Any:
         vectors = {}
@@ -121,7 +130,7 @@ class SignalStore:
         for key in INDEXED_KEYS:
             shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
         meta = {"format": SIGNALS_FORMAT, "kind": self.kind, "words_dim": words_dim, "avg_len": self.avg_len,
-                "bm25": {"language": "english", "k": 1.2, "b": 0.75}}
+                "bm25": dict(BM25_PARAMS)}
         tmp = self.path / (META_FILE + ".tmp")
         tmp.write_text(json.dumps(meta), encoding="utf-8")
         os.replace(tmp, self.path / META_FILE)
@@ -130,6 +139,7 @@ class SignalStore:
 
     def ensure(self, words_dim: Optional[int] = None) -> None:
         """Create the (empty) store now if it does not exist yet."""
+        self._check()
         with self._lock:
             if self._shard is None:
                 self._shard = self._create(words_dim)
@@ -142,8 +152,21 @@ class SignalStore:
             self._shard = None
             self._closed = True
 
+    def drop(self) -> None:
+        """Delete everything this store holds: afterwards it is not built (`exists()` is False)."""
+        with self._lock:
+            if self._shard is not None and not self._closed:
+                self._shard.close()
+            self._shard = None
+            self._words_dim = None
+            self._closed = False
+            self._broken = None
+            self.avg_len = AVG_LEN[self.kind]
+            shutil.rmtree(self.path, ignore_errors=True)
+
     def optimize(self) -> bool:
         """Build the engine's indexes over new points (blocking)."""
+        self._check()
         with self._lock:
             return bool(self._shard.optimize()) if self._shard is not None else False
 
@@ -152,17 +175,16 @@ class SignalStore:
         """Engine points for the items (pure apart from the BM25 tokenizer)."""
         points = []
         for item in items:
-            vector: Dict[str, Any] = {"bm25": self.bm25.embed_document(item.text or "")}
-            if self.kind == "image":
-                if item.words_vector is None:
-                    raise ValueError(f"image node {item.node_id} has no words vector")
-                vector["words"] = list(item.words_vector)
-            payload = {**_flat(item.metadata), NODE_ID_KEY: item.node_id, DOC_ID_KEY: item.doc_id}
-            points.append(qe.Point(point_id_for(item.node_id), vector, payload))
+            vector: Dict[str, Any] = {"bm25": bm25_document(item.text, self.avg_len)}
+            words = words_vector_of(item, self.kind)
+            if words is not None:
+                vector["words"] = words
+            points.append(qe.Point(point_id_for(item.node_id), vector, signal_payload(item)))
         return points
 
     def add(self, items: Sequence[SignalPoint]) -> None:
         """Upsert the signals of these nodes."""
+        self._check()
         if not items:
             return
         points = self.build_points(items)
@@ -179,6 +201,7 @@ class SignalStore:
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Drop the signals of every node of these documents."""
+        self._check()
         with self._lock:
             if self._shard is None or not doc_ids:
                 return
@@ -186,6 +209,8 @@ class SignalStore:
             self._shard.update(qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[condition])))
 
     def count(self) -> int:
+        """Exact number of points (0 before the store is built)."""
+        self._check()
         with self._lock:
             if self._shard is None:
                 return 0
@@ -193,11 +218,16 @@ class SignalStore:
 
     # -- reads -----------------------------------------------------------------------
     def query(self, text: str = "", words_vector: Optional[List[float]] = None, limit: int = 20,
-              flt: Optional[Any] = None) -> Dict[str, List[Tuple[str, float]]]:
-        """The ``bm25`` (when `text` has a word BM25 keeps) and ``words`` legs: node ids, best first."""
+              filters: Optional[Any] = None) -> Dict[str, List[Tuple[str, float]]]:
+        """The ``bm25`` (when `text` has a word BM25 keeps) and ``words`` legs: node ids, best first.
+
+        `filters`: LlamaIndex `MetadataFilters` on the nodes' flat metadata.
+        """
+        self._check()
+        flt = _engine_filter(filters)
         legs: Dict[str, Any] = {}
         if text:
-            sparse = self.bm25.embed_query(text)
+            sparse = bm25_query(text, self.avg_len)
             if sparse.indices:
                 legs["bm25"] = qe.Query.Nearest(sparse, using="bm25")
         if words_vector is not None and self.kind == "image":
@@ -213,6 +243,7 @@ class SignalStore:
 
     def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
         """node id -> article key (url, else title) for these nodes, from the payload alone."""
+        self._check()
         if not node_ids:
             return {}
         with self._lock:
@@ -223,10 +254,12 @@ class SignalStore:
                                                              with_payload=[NODE_ID_KEY, "url", "title"]))
         return {r.payload[NODE_ID_KEY]: (r.payload.get("url") or r.payload.get("title")) for r in records}
 
-    def ids_of_articles(self, keys: Sequence[str], flt: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
-        """node id -> article key (url, else title) of the points of these articles."""
+    def ids_of_articles(self, keys: Sequence[str], filters: Optional[Any] = None, limit: int = 100) -> Dict[str, str]:
+        """node id -> article key (url, else title) of the points of these articles (`filters`: as `query`)."""
+        self._check()
         if not keys:
             return {}
+        flt = _engine_filter(filters)
         out: Dict[str, str] = {}
         with self._lock:
             if self._shard is None:
