@@ -222,19 +222,23 @@ class EdgeQueryModes:
         nodes = self._read(lambda: [node_from_record(r.payload) for r in records])  # type: ignore[attr-defined]
         return {node.node_id: node for node in nodes}
 
-    def _sparse_leg(self, text: Optional[str], limit: int, flt: Any) -> List[Tuple[Any, float]]:
-        """(node, BM25 score) best first: the signal store ranks, the collection (and `flt`) confirms."""
+    def _sparse_leg(self, query: VectorStoreQuery, limit: int, flt: Any) -> List[Tuple[Any, float]]:
+        """(node, BM25 score) best first: the signal store ranks (under the query's metadata filters),
+        the collection confirms under the whole filter `flt` (ids included)."""
+        text = query.query_str
         if not text or limit <= 0:
             return []
-        found = self._signal_store().query(text=text, limit=limit, flt=flt).get("bm25", [])
+        by_ids = bool(query.doc_ids or query.node_ids)  # the signal store filters metadata only: look deeper
+        found = self._signal_store().query(text=text, limit=limit * 4 if by_ids else limit,
+                                           filters=query.filters).get("bm25", [])
         nodes = self._nodes_by_id([node_id for node_id, _ in found], flt)
-        return [(nodes[node_id], score) for node_id, score in found if node_id in nodes]
+        return [(nodes[node_id], score) for node_id, score in found if node_id in nodes][:limit]
 
     def _hybrid_query(self, query: VectorStoreQuery, embedding: List[float], flt: Any,
                       kwargs: Mapping[str, Any]) -> Any:
         dense_k, sparse_k, top_k, alpha = hybrid_limits(query)
         dense = self._scored_search(qe.Query.Nearest(embedding), dense_k, flt, kwargs)  # type: ignore[attr-defined]
-        sparse = self._sparse_leg(query.query_str, sparse_k, flt)
+        sparse = self._sparse_leg(query, sparse_k, flt)
         if not sparse or not dense:  # one leg found nothing: the other, with its own scores (as stock)
             return as_result((dense or sparse)[:top_k])
         nodes = {node.node_id: node for node, _ in sparse}
@@ -249,7 +253,7 @@ class EdgeQueryModes:
         flt = query_filter(query)
         if self._live_shard() is None or query.similarity_top_k <= 0:  # type: ignore[attr-defined]
             return as_result([])
-        return as_result(self._sparse_leg(query.query_str, query.sparse_top_k or query.similarity_top_k, flt))
+        return as_result(self._sparse_leg(query, query.sparse_top_k or query.similarity_top_k, flt))
 
 
 def as_result(scored: Sequence[Tuple[Any, float]]) -> VectorStoreQueryResult:
