@@ -11,13 +11,13 @@ from typing import Any, List, Optional
 
 import qdrant_edge as qe
 from llama_index.core.vector_stores.types import (
-    FilterCondition,
     FilterOperator,
     MetadataFilter,
     MetadataFilters,
     VectorStoreQuery,
 )
 
+from rag.stores.filter_tree import conjunction, translate
 from rag.stores.payload import point_id_for
 
 DOC_ID_KEY = "doc_id"  # same key the stock QdrantVectorStore filters on
@@ -161,37 +161,12 @@ def build_filter(filters: Optional[MetadataFilters]) -> Optional[qe.Filter]:
     Empty (nested) filter groups are skipped; returns None when nothing is left.
     Raises ValueError naming the operator for what Qdrant cannot express.
     """
-    if filters is None:
-        return None
-    conditions: List[Any] = []
-    for sub in filters.filters:
-        if isinstance(sub, MetadataFilters):
-            nested = build_filter(sub)
-            if nested is not None:
-                conditions.append(nested)
-        else:
-            conditions.append(_condition(sub))
-    if not conditions:
-        return None
-    condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.AND:
-        return qe.Filter(must=conditions)
-    if condition == FilterCondition.OR:
-        return qe.Filter(should=conditions)
-    if condition == FilterCondition.NOT:
-        return qe.Filter(must_not=conditions)
-    raise ValueError(f"Unknown filter condition {condition!r}; expected and, or, not")
+    return translate(filters, _condition, qe.Filter)
 
 
 def all_of(*parts: Optional[Any]) -> Optional[qe.Filter]:
     """The conjunction of the conditions given (None ones skipped); None when there are none."""
-    present = [p for p in parts if p is not None]
-    if not present:
-        return None
-    if len(present) == 1 and isinstance(present[0], qe.Filter):
-        return present[0]
-    return qe.Filter(must=present)
-
+    return conjunction(list(parts), qe.Filter)
 
 
 def document_filter(ref_doc_id: str) -> qe.Filter:

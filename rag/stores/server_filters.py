@@ -15,8 +15,10 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, List, Optional
 
-from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
+from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
 from qdrant_client import models
+
+from rag.stores.filter_tree import conjunction, translate
 
 SUPPORTED_OPERATORS = "==, !=, >, >=, <, <=, in, nin, any, all, contains, text_match, text_match_insensitive, is_empty"
 
@@ -136,33 +138,9 @@ def server_filter(filters: Optional[MetadataFilters]) -> Optional[models.Filter]
     Empty (nested) groups are skipped; returns None when nothing is left. Raises ValueError
     naming the operator for what Qdrant cannot express.
     """
-    if filters is None:
-        return None
-    conditions: List[Any] = []
-    for sub in filters.filters:
-        if isinstance(sub, MetadataFilters):
-            nested = server_filter(sub)
-            if nested is not None:
-                conditions.append(nested)
-        else:
-            conditions.append(condition(sub))
-    if not conditions:
-        return None
-    joined = filters.condition or FilterCondition.AND
-    if joined == FilterCondition.AND:
-        return models.Filter(must=conditions)
-    if joined == FilterCondition.OR:
-        return models.Filter(should=conditions)
-    if joined == FilterCondition.NOT:
-        return models.Filter(must_not=conditions)
-    raise ValueError(f"Unknown filter condition {joined!r}; expected and, or, not")
+    return translate(filters, condition, models.Filter)
 
 
 def all_of(*parts: Optional[Any]) -> Optional[models.Filter]:
     """The conjunction of the conditions given (None ones skipped); None when there are none."""
-    present = [p for p in parts if p is not None]
-    if not present:
-        return None
-    if len(present) == 1 and isinstance(present[0], models.Filter):
-        return present[0]
-    return models.Filter(must=present)
+    return conjunction(list(parts), models.Filter)
