@@ -217,10 +217,11 @@ def query_images(folder: Path, n: int, seed: int) -> List[str]:
 
 
 def timed_runs(run: Any, texts: List[str], images: List[str], warmup: int, count: int) -> Dict[str, Any]:
-    out = {}
-    for kind in KINDS:
-        latencies = []
-        for i in range(warmup + count):
+    """Latency per kind, the kinds interleaved query by query (round robin), so that none of
+    them pays alone for a warming cache or a burst of other load."""
+    latencies: Dict[str, List[float]] = {kind: [] for kind in KINDS}
+    for i in range(warmup + count):
+        for kind in KINDS:
             text, image = texts[i % len(texts)] + f" {i}", images[i % len(images)]
             started = time.perf_counter()
             hits = run(kind, text, image)
@@ -228,9 +229,11 @@ def timed_runs(run: Any, texts: List[str], images: List[str], warmup: int, count
             if not hits:
                 raise RuntimeError(f"{kind}: no hits")
             if i >= warmup:
-                latencies.append(elapsed * 1000)
-        out[kind] = {"p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-                     "mean_ms": sum(latencies) / len(latencies), "n": len(latencies)}
+                latencies[kind].append(elapsed * 1000)
+    out = {}
+    for kind, values in latencies.items():
+        out[kind] = {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95),
+                     "mean_ms": sum(values) / len(values), "n": len(values)}
         print(kind, json.dumps(out[kind]), file=sys.stderr, flush=True)
     return out
 
