@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -101,12 +102,38 @@ class ClientAnswerStream:
         return self.answer
 
 
-class RagClient:
-    """search/ask/stream/ingest/info/close against the server at `url`."""
+RETRY_STATUSES = (429, 503)  # the server is busy, or this client is over its share: try again
+MAX_RETRY_WAIT = 5.0
 
-    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 120.0) -> None:
+
+def retry_wait(status: int, retry_after: Optional[str], attempt: int, retries: int) -> Optional[float]:
+    """Seconds to wait before trying a refused request again, or None to give up (pure).
+
+    A 429 or 503 is tried again `retries` times, after the server's `Retry-After` seconds
+    (1 s when absent or unreadable, at most `MAX_RETRY_WAIT`).
+    """
+    if status not in RETRY_STATUSES or attempt >= retries:
+        return None
+    try:
+        seconds = float(retry_after) if retry_after is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_WAIT)
+
+
+class RagClient:
+    """search/ask/stream/ingest/info/close against the server at `url`.
+
+    A request the server refuses as busy (503) or over this client's share (429) is tried
+    again up to `retries` times, waiting as its `Retry-After` says.
+    """
+
+    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 120.0, retries: int = 2,
+                 sleep: Any = None) -> None:
         import httpx
 
+        self.retries = retries
+        self._sleep = sleep or time.sleep
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0),
@@ -123,10 +150,17 @@ class RagClient:
     def _send(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
 
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
+            wait = retry_wait(response.status_code, response.headers.get("Retry-After"), attempt, self.retries)
+            if wait is None:
+                break
+            attempt += 1
+            self._sleep(wait)
         if response.status_code >= 400:
             self._fail(response)
         return response
@@ -134,11 +168,20 @@ class RagClient:
     def _events(self, method: str, path: str, **kwargs: Any) -> Tuple[Iterator[Tuple[str, Any]], Any]:
         import httpx
 
-        try:
-            context = self._http.stream(method, path, **kwargs)
-            response = context.__enter__()
-        except httpx.HTTPError as exc:
-            raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
+        attempt = 0
+        while True:
+            try:
+                context = self._http.stream(method, path, **kwargs)
+                response = context.__enter__()
+            except httpx.HTTPError as exc:
+                raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
+            wait = retry_wait(response.status_code, response.headers.get("Retry-After"), attempt, self.retries)
+            if wait is None:
+                break
+            response.read()
+            context.__exit__(None, None, None)
+            attempt += 1
+            self._sleep(wait)
         if response.status_code >= 400:
             response.read()
             context.__exit__(None, None, None)
