@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 import shutil
 import socket
 import threading
@@ -283,6 +284,21 @@ def test_remote_clients_get_names_and_media_urls_instead_of_paths(indexed):
     with TestClient(create_app(service, ServerConfig()), base_url=BASE, client=REMOTE) as c:
         served = c.get(image["image_path"])
     assert served.status_code == 200 and served.content == (corpus / image["file"]).read_bytes()
+
+
+def test_remote_clients_see_folder_and_model_names_in_info_local_ones_the_paths(indexed):
+    service, corpus = indexed
+    with TestClient(create_app(service, ServerConfig(allow_ingest=(corpus,))), base_url=BASE, client=REMOTE) as c:
+        remote = c.get("/api/info").json()
+    with TestClient(create_app(service, ServerConfig(allow_ingest=(corpus,))), base_url=BASE, client=LOCAL) as c:
+        local = c.get("/api/info").json()
+    storage = service.settings.storage
+    assert local["storage"] == str(Path(storage).resolve()) or local["storage"] == str(storage)
+    assert remote["storage"] == Path(storage).name
+    assert remote["models"] == {kind: Path(name).name for kind, name in local["models"].items()}
+    assert remote["collections"] == local["collections"]
+    assert str(storage) not in json.dumps({k: v for k, v in remote.items() if k != "server"})
+    assert remote["server"]["ingest"]["allowed"] == [str(corpus)]  # clients name folders under these
 
 
 def test_remote_answers_name_no_paths_and_local_ones_keep_them(indexed):

@@ -29,7 +29,7 @@ from rag.server.docs import render_docs
 from rag.server.jobs import IngestRunner, check_ingest_paths, sse
 from rag.server.limits import RETRY_AFTER_SECONDS, ClientLimits
 from rag.server.media import MediaNotFound, image_file, render
-from rag.server.public import is_local_peer, public_hit, public_search, scrub_answer
+from rag.server.public import is_local_peer, public_hit, public_info, public_search, scrub_answer
 from rag.server.security import Guard, redact
 from rag.server.uploads import UploadRejected, check_image, read_capped, temporary_image
 from rag.types import AskRequest, SearchRequest
@@ -222,9 +222,11 @@ def create_app(service: Any, config: Optional[ServerConfig] = None, token: Optio
 
     # -- API ------------------------------------------------------------------------------
     @app.get("/api/info", summary="Collections, point counts, models and storage")
-    async def info() -> Dict[str, Any]:
+    async def info(http: Request) -> Dict[str, Any]:
         """What `RagService.info()` returns, plus `server`: version, LLM, limits, ingest state."""
         data = await state.run(service.info, "searches")
+        if not is_local_peer(http.scope):
+            data = public_info(data)
         data["server"] = {
             "version": __version__,
             "token_required": bool(token),

@@ -4,7 +4,8 @@ A client on this machine (a loopback address) gets hits as `rag search --json` p
 its notebook displays images from their paths. Any other client gets, instead of each path,
 the file's name (`file`, `source`, `metadata.file_path`) or, for an image, its media URL
 (`image_path` = `/api/media/<node_id>`, which `RagClient` makes absolute). The same paths are
-replaced in an answer's prompt, prompt parts and notes.
+replaced in an answer's prompt, prompt parts and notes; `/api/info` names the storage folder
+and model folders without their paths.
 """
 
 from __future__ import annotations
@@ -67,6 +68,22 @@ def public_hit(hit: Mapping[str, Any]) -> Dict[str, Any]:
             out[key] = file_name(out[key])
     if isinstance(out.get("metadata"), dict):
         out["metadata"] = {k: file_name(v) if looks_like_path(v) else v for k, v in out["metadata"].items()}
+    return out
+
+
+def public_info(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """`/api/info` for a client on another machine: folder and model paths become their names.
+
+    The folders the server lets clients ingest stay as they are (a client names a folder
+    under one of them).
+    """
+    out = dict(data)
+    for key in ("storage", "location"):
+        if looks_like_path(out.get(key)):
+            out[key] = file_name(out[key])
+    if isinstance(out.get("models"), Mapping):
+        out["models"] = {kind: file_name(name) if looks_like_path(name) else name
+                         for kind, name in out["models"].items()}
     return out
 
 
