@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
