@@ -215,3 +215,19 @@ def test_an_explicit_model_that_fails_still_fails_with_its_own_error(tmp_path, c
         assert message.endswith("). Set RAG_TEXT_MODEL to a local model folder, or make the hub reachable."), message
         assert "note:" not in result.stderr and "Traceback" not in result.output
     assert not (storage / "stand-in-models").exists()
+
+
+def test_rag_eval_chooses_and_announces_the_same_stand_ins(tmp_path, monkeypatch, offline_hub, minilm_dir, corpus):
+    monkeypatch.chdir(tmp_path)
+    (corpus / "questions.json").write_text(json.dumps([
+        {"id": "q1", "question": "Which animal purrs?", "passages": ["cat.md"], "images": []},
+        {"id": "q2", "question": "What is brewed from roasted beans?", "passages": ["coffee.txt"], "images": []},
+    ]), encoding="utf-8")
+    result = CliRunner().invoke(main, ["eval", str(corpus), "--json"], env={"RAG_STORE": "edge"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    notes = notes_in(result.stderr)
+    assert notes[:2] == chosen_notes(Path("x"), minilm_dir)[:2]  # the same choice, announced the same way
+    assert DEFAULT.text_model in offline_hub and DEFAULT.image_model in offline_hub
+    fused = json.loads(result.stdout)["configs"]
+    assert json.loads(result.stdout)["queries"] == 2
+    assert fused["fused"]["checks"]["passage_first"] == [2, 2]  # MiniLM's real semantics rank them

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 
 import click
 
-from rag.cli.common import emit_json, settings_from, stderr, storage_options, user_errors
+from rag.cli.common import announce, choose_models, emit_json, settings_from, stderr, storage_options, user_errors
 
 
 @click.command("eval")
@@ -63,10 +63,11 @@ def command(corpus, questions, beir, karpathy, image_dir, split, max_images, com
             from rag.eval.datasets import load_questions
 
             data = load_questions(corpus, questions)
-        _run(data, settings, storage, chosen, depth, as_json)
+        _run(data, settings, storage, chosen, depth, as_json, Path(work))
 
 
-def _run(data: Any, settings: Any, storage: Optional[str], chosen: Dict[str, Any], depth: int, as_json: bool) -> None:
+def _run(data: Any, settings: Any, storage: Optional[str], chosen: Dict[str, Any], depth: int, as_json: bool,
+         work: Path) -> None:
     from contextlib import nullcontext
 
     from rag.eval.compare import checks, describe, groups_in, table, to_json
@@ -74,11 +75,15 @@ def _run(data: Any, settings: Any, storage: Optional[str], chosen: Dict[str, Any
     from rag.index.core import RagIndex
     from rag.search.retriever import Retriever
 
+    # the models every command would use here: the index's own, else the configured ones, else stand-ins
+    choice = choose_models(settings.with_overrides(storage=Path(storage) if storage else work / "storage"))
+    announce(choice.notes)
+    settings = choice.settings
     if storage:
-        context: Any = nullcontext(RagIndex(settings.with_overrides(storage=Path(storage))))
+        context: Any = nullcontext(RagIndex(settings, **choice.embeddings()))
     else:
         stderr(f"indexing {data.root} into a temporary storage ...")
-        context = temporary_index(settings, data.root, progress=not as_json)
+        context = temporary_index(settings, data.root, progress=not as_json, embeddings=choice.embeddings())
     with context as index:
         try:
             retriever = Retriever(index)

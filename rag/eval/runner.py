@@ -126,13 +126,17 @@ def summarise(result: ConfigResult, queries: Sequence[EvalQuery]) -> None:
 
 
 @contextmanager
-def temporary_index(settings: Any, folder: Path, progress: bool = False) -> Iterator[Any]:
-    """A fresh index of `folder` in a temporary storage (deleted afterwards), as `rag ingest` builds it."""
+def temporary_index(settings: Any, folder: Path, progress: bool = False,
+                    embeddings: Optional[Dict[str, Any]] = None) -> Iterator[Any]:
+    """A fresh index of `folder` in a temporary storage (deleted afterwards), as `rag ingest` builds it.
+
+    `embeddings`: models already loaded (`text_embedding`, `image_embedding`; None ones load).
+    """
     from rag.index.core import RagIndex
     from rag.index.ingest import ingest
 
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
-        index = RagIndex(settings.with_overrides(storage=Path(tmp) / "storage"))
+        index = RagIndex(settings.with_overrides(storage=Path(tmp) / "storage"), **(embeddings or {}))
         try:
             report = ingest(index, [Path(folder)], progress=progress)
             if not report.text_nodes and not report.image_nodes:
