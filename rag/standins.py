@@ -1,6 +1,6 @@
 """Offline stand-ins: which models a command opens an index with when the defaults cannot load.
 
-One rule for every command (`rag ingest`, `search`, `ask`, `serve`, `demo`): a model that was
+One rule for every command (`rag ingest`, `search`, `ask`, `serve`, `demo`, `eval`): a model that was
 set explicitly (RAG_TEXT_MODEL / RAG_IMAGE_MODEL, --text-model / --image-model) is used as
 given and fails as it fails today; a model the index's ledger records is used (see
 `rag.index.ledger.settle_models`); otherwise the default (BGE, CLIP) is loaded, and when that
