@@ -56,12 +56,17 @@ def test_every_backend_is_a_collection(tmp_path, make):
         warnings.simplefilter("ignore")
         assert isinstance(store, Collection)
         assert (store.count(), store.has_points(), store.unindexed()) == (0, False, 0)
+        assert list(store.iter_nodes()) == []
         assert store.build_search_graph() is False  # nothing to build in an empty collection
         store.add(_nodes(150))
         assert (store.count(), store.has_points()) == (150, True)
         assert store.unindexed() == (150 if has_graph else 0)
         assert store.build_search_graph() is has_graph
         assert store.unindexed() == 0
+        pages = list(store.iter_nodes(64))  # the whole collection, a bounded page at a time
+        assert [len(p) for p in pages] == [64, 64, 22]
+        assert sorted(n.node_id for p in pages for n in p) == sorted(_id(i) for i in range(150))
+        assert all(n.embedding is None and n.get_content() for p in pages for n in p)
         store.delete_nodes(node_ids=[_id(i) for i in range(150)])
         assert (store.count(), store.has_points()) == (0, False)
     (store.close if has_graph else store.client.close)()

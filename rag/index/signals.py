@@ -95,15 +95,14 @@ def upgrade_signals(index: Any, progress: Optional[Callable[[str, int], None]] =
         fresh.drop()
         fresh.ensure(dim if kind == "image" else None)
         collection = index.stores.text if kind == "text" else index.stores.image
-        nodes = collection.get_nodes() if index.counts()[kind] else []
-        for start in range(0, len(nodes), BATCH):
-            chunk = nodes[start:start + BATCH]
+        counts[kind] = 0
+        for chunk in collection.iter_nodes(BATCH):  # a page at a time: bounded memory at any size
             if kind == "text":
                 fresh.add(text_signal_points(chunk))
             else:
                 fresh.add(image_signal_points(chunk, index.text_embedding.get_text_embedding_batch))
+            counts[kind] += len(chunk)
             if progress:
                 progress(kind, len(chunk))
         fresh.optimize()
-        counts[kind] = len(nodes)
     return counts

@@ -24,7 +24,7 @@ worker thread (the engine releases the GIL while it works).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 
 @runtime_checkable
@@ -45,6 +45,9 @@ class Collection(Protocol):
 
     def use_signals(self, signals: Any) -> None:
         """Read BM25 for hybrid and sparse queries from `signals` (a SignalStore or a callable)."""
+
+    def iter_nodes(self, page: int = 256) -> Iterator[List[Any]]:
+        """Every node (without its embedding), `page` at a time: a whole collection in bounded memory."""
 
 
 @runtime_checkable
@@ -122,6 +125,19 @@ class QdrantClientCollection:
 
     def use_signals(self, signals: Any) -> None:
         """Nothing to do: the stock store's hybrid mode has its own sparse vectors (enable_hybrid)."""
+
+    def iter_nodes(self, page: int = 256) -> Iterator[List[Any]]:
+        """Every node (without its embedding), `page` at a time, by qdrant-client's scroll."""
+        if not self._exists():
+            return
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.collection_name, limit=page, offset=offset,  # type: ignore[attr-defined]
+                                                with_payload=True, with_vectors=False)
+            if points:
+                yield list(self.parse_to_query_result(points).nodes or [])  # type: ignore[attr-defined]
+            if offset is None or not points:
+                return
 
     def mmr_query(self, vector: List[float], limit: int, filters: Any, lambda_: float) -> Tuple[list, list]:
         """(nodes, scores) by the engine's maximal marginal relevance, through qdrant-client's Query API.

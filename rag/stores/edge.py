@@ -41,12 +41,13 @@ by :func:`rag.stores.payload.node_payload`. The store implements
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import qdrant_edge as qe
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -457,6 +458,18 @@ class QdrantEdgeVectorStore(EdgeQueryModes, ThreadedAsync, BasePydanticVectorSto
         if shard is None:
             return []
         return self._read(lambda: [node_from_record(r.payload, r.vector) for r in scroll_records(shard, flt, limit)])
+
+    def iter_nodes(self, page: int = 256) -> Iterator[List[BaseNode]]:
+        """Every node (without its embedding), `page` at a time, in point-id order."""
+        shard = self._live_shard()
+        if shard is None:
+            return
+        records = scroll_records(shard, None, None, with_vector=False)
+        while True:
+            chunk = self._read(lambda: [node_from_record(r.payload) for r in itertools.islice(records, page)])
+            if not chunk:
+                return
+            yield chunk
 
     def count(self, filters: Optional[MetadataFilters] = None) -> int:
         """Number of points (matching ``filters`` if given)."""
