@@ -29,6 +29,8 @@ RUNNER = textwrap.dedent(
     from rag.cli import main
 
     corpus, fault, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # Ctrl-C as in a terminal, even when this test runs as a background job (which ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ingest_module.TEXT_GROUP = 16
     ingest_module.IMAGE_GROUP = 4
     state = {"commits": 0}
