@@ -41,7 +41,10 @@ class LiveServer:
         live = self
 
         def capture(server, *args, **kwargs):  # keep a handle to stop it from the test
-            live.uvicorn = server
+            # A server started while another LiveServer runs calls through that one's capture
+            # too: only the first handle is this server's.
+            if live.uvicorn is None:
+                live.uvicorn = server
             return original(server, *args, **kwargs)
 
         uvicorn.Server.run = capture
