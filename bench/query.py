@@ -24,6 +24,9 @@ stock: its text query again),
 `text, passages only` (`--image-top-k 0`: BGE only), `image` (images top 3 for a query image),
 `text + image` (ours: one joint query; stock has none, so `retrieve(text)` then
 `image_to_image_retrieve(image)`). Every query gets a fresh string (stock defect 2 never bites).
+Ours also: `search only: ...` (`HybridSearch.search` on fresh seeded random unit vectors, no
+encoder: fused; dense only; dense only with legs that read every candidate's payload, as before
+2 December 2026), the search's own cost with query vectors spread as real ones are.
 Text queries are 5-10 words, with BGE's query instruction prepended on both sides.
 
 Cold start: wall time of the `rag search` command in a fresh process over the existing index
@@ -67,6 +70,11 @@ from common import (  # noqa: E402
 
 HERE = Path(__file__).resolve()
 KINDS = ("text", "text, dense only", "text, passages only", "image", "text + image")
+# Ours only: the search after encoding, on seeded random unit query vectors. The random-weight
+# stand-ins encode every query to nearly the same vector, so their queries keep finding the same
+# (cached) points; real queries spread, and so do these.
+SEARCH_ONLY_KINDS = ("search only: fused", "search only: dense only",
+                     "search only: dense only, legs read payloads")
 BGE_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 FILL_BATCH = 1000
 
@@ -216,12 +224,13 @@ def query_images(folder: Path, n: int, seed: int) -> List[str]:
     return paths
 
 
-def timed_runs(run: Any, texts: List[str], images: List[str], warmup: int, count: int) -> Dict[str, Any]:
+def timed_runs(run: Any, texts: List[str], images: List[str], warmup: int, count: int,
+               kinds: Any = KINDS) -> Dict[str, Any]:
     """Latency per kind, the kinds interleaved query by query (round robin), so that none of
     them pays alone for a warming cache or a burst of other load."""
-    latencies: Dict[str, List[float]] = {kind: [] for kind in KINDS}
+    latencies: Dict[str, List[float]] = {kind: [] for kind in kinds}
     for i in range(warmup + count):
-        for kind in KINDS:
+        for kind in kinds:
             text, image = texts[i % len(texts)] + f" {i}", images[i % len(images)]
             started = time.perf_counter()
             hits = run(kind, text, image)
@@ -249,8 +258,11 @@ def latency_ours(args: argparse.Namespace) -> Dict[str, Any]:
     index = RagIndex(settings)
     index.text_embedding, index.image_embedding  # noqa: B018 - models loaded before timing
     retriever = Retriever(index)
+    search_only = search_only_runner(index, retriever, args.seed)
 
     def run(kind: str, text: str, image: str) -> Any:
+        if kind in SEARCH_ONLY_KINDS:
+            return search_only(kind, text)
         if kind == "text":
             return retriever.search(text)
         if kind == "text, dense only":
@@ -262,10 +274,42 @@ def latency_ours(args: argparse.Namespace) -> Dict[str, Any]:
         return retriever.search(text, image=image)
 
     texts, images = query_texts(200, args.seed), query_images(Path(args.cache) / "query-images", 20, args.seed)
-    result = timed_runs(run, texts, images, args.warmup, args.queries)
+    result = timed_runs(run, texts, images, args.warmup, args.queries, KINDS + SEARCH_ONLY_KINDS)
     index.close()
     return {"side": "ours", "precision": resolve_precision(getattr(settings, "precision", "auto"), "cpu"),
             "store": "qdrant-edge", "kinds": result}
+
+
+def search_only_runner(index: Any, retriever: Any, seed: int) -> Any:
+    """`run(kind, text)` for SEARCH_ONLY_KINDS: `HybridSearch.search` as `Retriever.search` calls it
+    for a text query (5 passages, 3 images), given fresh random unit vectors instead of encoding.
+    "legs read payloads" is the dense legs as they were before 2 December 2026: the LlamaIndex
+    query, every candidate's payload read (the fused search now reads ids and scores only)."""
+    import numpy as np
+
+    from rag.search.hybrid import HybridSearch, leg_of_nodes, store_query
+    from rag.search.signals import FusionSettings
+
+    stores = {"text": index.stores.text, "image": index.stores.image}
+    reading = HybridSearch(
+        dense_query=lambda kind, vector, limit, filters, nodes: leg_of_nodes(
+            *store_query(stores[kind], vector, limit, filters), nodes),
+        get_nodes=retriever.hybrid.get_nodes, signals=index.signals)
+    rng = np.random.default_rng(seed + 1000)
+
+    def unit(dim: int) -> List[float]:
+        vector = rng.standard_normal(dim)
+        return (vector / np.linalg.norm(vector)).tolist()
+
+    def run(kind: str, text: str) -> Any:
+        vectors = {"text": unit(stores["text"].dim), "clip_text": unit(stores["image"].dim)}
+        fused = kind == "search only: fused"
+        settings = retriever.fusion if fused else FusionSettings().using("dense", "clip")
+        search = reading if kind.endswith("legs read payloads") else retriever.hybrid
+        return search.search(text, vectors, top_k=5, image_top_k=3, filters=None, settings=settings,
+                             want_text=True, want_images=True)
+
+    return run
 
 
 def stock_retriever(args: argparse.Namespace, client: Any) -> Any:
@@ -413,7 +457,7 @@ def format_tables(results: Dict[str, Any]) -> str:
              "| ---: | --- | ---: | ---: | ---: |"]
     for n, entry in results["sizes"].items():
         ours, stock = entry.get("ours", {}), entry.get("stock", {})
-        for kind in KINDS:
+        for kind in KINDS + SEARCH_ONLY_KINDS:
             a = ours.get("kinds", {}).get(kind)
             b = stock.get("kinds", {}).get(kind)
             cell_a = f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f}" if a else "-"

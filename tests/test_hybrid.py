@@ -153,3 +153,55 @@ def test_issue_targets_on_the_sample_questions(tmp_path, minilm_dir, tiny_models
     for group in ("basic", "hard"):
         for metric in ("R@1", "MRR@10"):
             assert results["fused"].means[group]["image"][metric] >= results["captions"].means[group]["image"][metric]
+
+
+class ShardSpy:
+    """Forwards to a qdrant-edge shard and records the points its queries and scrolls return."""
+
+    def __init__(self, shard):
+        self.shard = shard
+        self.queried = []  # points returned by query / query_batch
+        self.scrolled = []  # records returned by scroll
+
+    def query(self, request):
+        points = self.shard.query(request)
+        self.queried.extend(points)
+        return points
+
+    def query_batch(self, request):
+        results = self.shard.query_batch(request)
+        for points in results:
+            self.queried.extend(points)
+        return results
+
+    def scroll(self, request):
+        records, offset = self.shard.scroll(request)
+        self.scrolled.extend(records)
+        return records, offset
+
+    def __getattr__(self, name):
+        return getattr(self.shard, name)
+
+
+def test_the_legs_read_no_payload_and_only_the_hits_are_read(settings, shared_embeddings, corpus):
+    """Each leg of a fused search gets ids and scores only; the collections' payloads are read
+    once, for the hits (the signal stores' small payloads name the passages' articles)."""
+    with RagIndex(settings, text_embedding=shared_embeddings["text"], image_embedding=shared_embeddings["image"]) as index:
+        ingest(index, [corpus], progress=False)
+        retriever = Retriever(index)
+        before = retriever.search("the moon", top_k=2, image_top_k=2)
+        spies = {"text": ShardSpy(index.stores.text._shard), "image": ShardSpy(index.stores.image._shard),
+                 "text signals": ShardSpy(index.signals["text"]._shard),
+                 "image signals": ShardSpy(index.signals["image"]._shard)}
+        index.stores.text._shard, index.stores.image._shard = spies["text"], spies["image"]
+        index.signals["text"]._shard, index.signals["image"]._shard = spies["text signals"], spies["image signals"]
+        hits = retriever.search("the moon", top_k=2, image_top_k=2)
+
+    assert [(h.node_id, h.score, h.signals) for h in hits] == [(h.node_id, h.score, h.signals) for h in before]
+    assert hits[0].title == "Moon" and {h.modality for h in hits} == {"text", "image"}
+    assert {name: len(spy.queried) for name, spy in spies.items()} == {
+        "text": 3, "image": 3, "text signals": 1, "image signals": 3}  # every leg ran (BM25: one passage says moon)
+    assert [name for name, spy in spies.items() if any(p.payload for p in spy.queried)] == []
+    read = {name: sorted(str(r.id) for r in spy.scrolled) for name, spy in spies.items() if spy.scrolled}
+    assert read["text"] == sorted(h.node_id for h in hits if h.modality == "text")
+    assert read["image"] == sorted(h.node_id for h in hits if h.modality == "image")

@@ -112,3 +112,32 @@ def test_callers_do_not_probe_the_stores():
         source = inspect.getsource(module)
         assert "hasattr(" not in source and not re.search(r"except Exception:[^\n]*\n\s*(pass|continue)", source)
         assert "count_points" not in source
+
+
+@pytest.mark.parametrize("make", [_edge, _local, _server], ids=["edge", "local", "server"])
+def test_query_ids_rank_as_query_does_without_reading_payloads(tmp_path, make):
+    """`query_ids` (the fused search's dense legs) gives the point ids and scores of `query`'s nodes,
+    in the same order, with filters, for UUID node ids and (in our edge store; the stock store
+    takes UUIDs only) others."""
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters, VectorStoreQuery
+
+    from rag.stores.payload import point_id_for
+
+    store, _ = make(tmp_path)
+    nodes = _nodes(12)
+    for i, node in enumerate(nodes):
+        node.metadata = {"half": "a" if i < 6 else "b"}
+        if i % 3 == 0 and make is _edge:
+            node.id_ = f"passage-{i}"  # not a UUID: its point id is a uuid5 of it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert store.query_ids(nodes[0].embedding, 5) == []  # nothing stored yet
+        store.add(nodes)
+        for filters in (None, MetadataFilters(filters=[MetadataFilter(key="half", value="b")])):
+            vector = [1.0 + (j % 5) for j in range(DIM)]
+            result = store.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=5, filters=filters))
+            expected = [(point_id_for(n.node_id), pytest.approx(s, abs=1e-6))
+                        for n, s in zip(result.nodes, result.similarities)]
+            assert store.query_ids(vector, 5, filters) == expected
+            assert len(expected) == 5
+        assert store.query_ids(vector, 0) == []

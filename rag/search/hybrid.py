@@ -11,6 +11,11 @@ The legs run in the Qdrant engine (the dense collections, and the signal stores 
 the fusion runs here, because a hit's explanation needs each leg's own ranks and scores, and
 because the weighted score fusion that measured best has no engine counterpart. The engine's
 own `Fusion.Rrf` gives the same numbers as `rag.search.fusion.rrf` (tests/test_fusion.py).
+
+The legs carry Qdrant point ids and scores only, and read no payload: reading a point's payload
+costs more than finding it (20 payloads ~14 ms, the search ~1.2 ms at 100k points,
+docs/benchmarks.md). Only the final hits are read, once. A point id is `point_id_for` of its
+node id (the node id itself for the UUID ids `rag ingest` writes).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rag.corpus.words import article_key
 from rag.errors import RagError
 from rag.search.fusion import Fused
 from rag.search.signals import FusionSettings, article_ranking, fuse_all, fuse_modality
+from rag.stores.payload import point_id_for
 from rag.types import Hit
 
 Leg = List[Tuple[str, float]]
@@ -45,10 +51,9 @@ def _edge_filter(filters: Optional[MetadataFilters]) -> Any:
 class HybridSearch:
     """The fused search over an index's two collections and their signal stores.
 
-    `embed` gives the query vectors: a callable (name, payload) -> vector, name one of
-    "text" (text model query), "clip_text", "clip_image".
-    `dense_query(kind, vector, limit, filters)` returns (nodes, scores) from a collection.
-    `get_nodes(kind, node_ids)` fetches nodes by id. `signals` maps kind -> a signal store
+    `dense_query(kind, vector, limit, filters, nodes)` returns a collection's leg, (point id,
+    score) best first, and may put nodes it read into `nodes` (point id -> node).
+    `get_nodes(kind, point_ids)` fetches nodes by id. `signals` maps kind -> a signal store
     (`rag.stores.base.SignalIndex`, embedded or on a server: each turns the filters into its
     engine's own; a store that does not exist yet contributes no leg).
     """
@@ -66,13 +71,10 @@ class HybridSearch:
     # -- legs ----------------------------------------------------------------------------
     def _dense(self, kind: str, vector: List[float], limit: int, filters: Any, nodes: Dict[str, Any],
                mmr: Optional[float] = None) -> Leg:
-        if mmr is not None and self.mmr_query is not None:
-            found, scores = self.mmr_query(kind, vector, limit, filters, mmr)
-        else:
-            found, scores = self.dense_query(kind, vector, limit, filters)
-        for node in found:
-            nodes.setdefault(node.node_id, node)
-        return [(node.node_id, float(score)) for node, score in zip(found, scores)]
+        if mmr is None or self.mmr_query is None:
+            return self.dense_query(kind, vector, limit, filters, nodes)
+        found, scores = self.mmr_query(kind, vector, limit, filters, mmr)
+        return leg_of_nodes(found, scores, nodes)
 
     def text_legs(self, query: str, vector: Optional[List[float]], settings: FusionSettings, limit: int,
                   filters: Optional[MetadataFilters], nodes: Dict[str, Any]) -> Dict[str, Leg]:
@@ -81,7 +83,7 @@ class HybridSearch:
             legs["dense"] = self._dense("text", vector, limit, filters, nodes, settings.mmr)
         store = self.signals.get("text")
         if query and "bm25" in settings.signals and store is not None and store.exists():
-            legs.update(store.query(text=query, limit=limit, filters=filters))
+            legs.update(store.query(text=query, limit=limit, filters=filters, point_ids=True))
         return legs
 
     def image_legs(self, query: str, vectors: Dict[str, Any], settings: FusionSettings, limit: int,
@@ -95,7 +97,7 @@ class HybridSearch:
         if store is not None and store.exists() and query:
             words = text_vector if "words" in settings.signals else None
             found = store.query(text=query if "words_bm25" in settings.signals else "", words_vector=words,
-                                limit=limit, filters=filters)
+                                limit=limit, filters=filters, point_ids=True)
             if "bm25" in found:
                 legs["words_bm25"] = found["bm25"]
             if "words" in found:
@@ -114,16 +116,17 @@ class HybridSearch:
         other = self.signals.get("text" if kind == "image" else "image")
         missing = [f.id for f in ranked if f.id not in keys]
         if missing and other is not None and other.exists():
-            keys.update(other.article_keys(missing))
+            keys.update({point_id_for(n): key for n, key in other.article_keys(missing).items()})
         wanted = [k for k in dict.fromkeys(keys.values()) if k]
-        members = store.ids_of_articles(wanted[:limit], filters=filters, limit=limit * 4)
+        members = {point_id_for(n): key
+                   for n, key in store.ids_of_articles(wanted[:limit], filters=filters, limit=limit * 4).items()}
         return article_ranking([(f.id, f.score) for f in ranked], keys, members)[:limit]
 
-    def _fetch(self, kind: str, node_ids: Sequence[str], nodes: Dict[str, Any]) -> None:
-        wanted = [n for n in dict.fromkeys(node_ids) if n not in nodes]
+    def _fetch(self, kind: str, point_ids: Sequence[str], nodes: Dict[str, Any]) -> None:
+        wanted = [n for n in dict.fromkeys(point_ids) if n not in nodes]
         if wanted:
             for node in self.get_nodes(kind, wanted):
-                nodes[node.node_id] = node
+                nodes[point_id_for(node.node_id)] = node
 
     # -- the search ----------------------------------------------------------------------
     def search(self, query: str, vectors: Dict[str, Any], *, top_k: int, image_top_k: int,
@@ -165,8 +168,8 @@ class HybridSearch:
         self._fetch("image", [f.id[1] for f in ranking.items if f.id[0] == "image"], image_nodes)
         hits = []
         for item in ranking.items:
-            kind, node_id = item.id
-            node = (text_nodes if kind == "text" else image_nodes).get(node_id)
+            kind, point_id = item.id
+            node = (text_nodes if kind == "text" else image_nodes).get(point_id)
             if node is None:  # the signal store knows a node its collection lost: skip it
                 continue
             hit = node_to_hit(node, item.score)
@@ -187,6 +190,29 @@ def picture_weighted(settings: FusionSettings, legs: Dict[str, Leg]) -> FusionSe
     if not worded:
         return settings
     return replace(settings, weights={**settings.weights, "clip_image": worded})
+
+
+def leg_of_nodes(found: Sequence[Any], scores: Sequence[float], nodes: Dict[str, Any]) -> Leg:
+    """A leg (point id, score) of nodes a store returned, which are kept in `nodes` by point id."""
+    leg = []
+    for node, score in zip(found, scores):
+        point_id = point_id_for(node.node_id)
+        nodes.setdefault(point_id, node)
+        leg.append((point_id, float(score)))
+    return leg
+
+
+def dense_leg(store: Any, vector: List[float], limit: int, filters: Optional[MetadataFilters],
+              nodes: Dict[str, Any]) -> Leg:
+    """A collection's dense leg, (point id, score) best first: ids only where the store can
+    (`query_ids`), else from the nodes of its LlamaIndex query (kept in `nodes`)."""
+    if limit <= 0:
+        return []
+    query_ids = getattr(store, "query_ids", None)
+    if query_ids is not None:
+        return query_ids(vector, limit, filters)
+    found, scores = store_query(store, vector, limit, filters)
+    return leg_of_nodes(found, scores, nodes)
 
 
 def store_query(store: Any, vector: List[float], limit: int, filters: Optional[MetadataFilters]) -> Tuple[list, list]:

@@ -22,7 +22,7 @@ from rag.errors import RagError
 from rag.types import Hit
 from rag.index.core import RagIndex, open_index
 from rag.models.query_batcher import QueryBatcher, image_encoder, query_encoder
-from rag.search.hybrid import HybridSearch, edge_mmr_query, store_query
+from rag.search.hybrid import HybridSearch, dense_leg, edge_mmr_query
 from rag.search.signals import FusionSettings
 from rag.search.nodes import hit_to_node, hit_to_scored_node, node_to_hit  # noqa: F401 (re-exported)
 
@@ -78,7 +78,7 @@ class Retriever:
         if self._hybrid is None:
             stores = {"text": self.index.stores.text, "image": self.index.stores.image}
             self._hybrid = HybridSearch(
-                dense_query=lambda kind, vector, limit, filters: store_query(stores[kind], vector, limit, filters),
+                dense_query=lambda kind, vector, limit, filters, nodes: dense_leg(stores[kind], vector, limit, filters, nodes),
                 get_nodes=lambda kind, ids: stores[kind].get_nodes(node_ids=list(ids)),
                 signals=self.index.signals,
                 mmr_query=lambda kind, vector, limit, filters, lam: edge_mmr_query(stores[kind], vector, limit, filters, lam),

@@ -81,8 +81,9 @@ class SignalIndex(Protocol):
         """Exact number of points."""
 
     def query(self, text: str = "", words_vector: Optional[List[float]] = None, limit: int = 20,
-              filters: Optional[Any] = None) -> Dict[str, List[Tuple[str, float]]]:
-        """Legs ``bm25`` and (images) ``words``: (node id, score), best first; `filters` are `MetadataFilters`."""
+              filters: Optional[Any] = None, point_ids: bool = False) -> Dict[str, List[Tuple[str, float]]]:
+        """Legs ``bm25`` and (images) ``words``: (node id, score), best first; `filters` are `MetadataFilters`;
+        `point_ids`: point ids instead, with no payload read."""
 
     def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
         """node id -> article key (url, else title)."""
@@ -139,23 +140,45 @@ class QdrantClientCollection:
             if offset is None or not points:
                 return
 
+    def _query_filter(self, vector: List[float], limit: int, filters: Any) -> Any:
+        """LlamaIndex `MetadataFilters` as this store's qdrant-client filter (the stock store's own rules)."""
+        from llama_index.core.vector_stores.types import VectorStoreQuery
+
+        return self._build_query_filter(VectorStoreQuery(query_embedding=vector, similarity_top_k=limit,  # type: ignore[attr-defined]
+                                                         filters=filters))
+
+    def _vector_name(self) -> Any:
+        """The dense vector's name, after the stock store has looked whether the collection is
+        in its legacy (unnamed vector) format, as its own `query` does first."""
+        if getattr(self, "_legacy_vector_format", False) is None:
+            self._detect_vector_format(self.collection_name)  # type: ignore[attr-defined]
+        return self.dense_vector_name  # type: ignore[attr-defined]
+
+    def query_ids(self, vector: List[float], limit: int, filters: Any = None) -> List[Tuple[str, float]]:
+        """(point id, score) of the `limit` nearest points, best first, reading no payload
+        (as `QdrantEdgeVectorStore.query_ids`)."""
+        if limit <= 0 or not self._exists():
+            return []
+        response = self.client.query_points(self.collection_name, query=[float(x) for x in vector], limit=limit,
+                                            query_filter=self._query_filter(vector, limit, filters),
+                                            using=self._vector_name(), with_payload=False)
+        return [(str(p.id), float(p.score)) for p in response.points]
+
     def mmr_query(self, vector: List[float], limit: int, filters: Any, lambda_: float) -> Tuple[list, list]:
         """(nodes, scores) by the engine's maximal marginal relevance, through qdrant-client's Query API.
 
         `lambda_` weighs relevance against diversity as qdrant-edge's `Mmr` does (the Query API's
         `diversity` is 1 - lambda); candidates as in `rag.search.hybrid.edge_mmr_query`.
         """
-        from llama_index.core.vector_stores.types import VectorStoreQuery
         from qdrant_client import models
 
         if limit <= 0 or not self._exists():
             return [], []
         query = models.NearestQuery(nearest=[float(x) for x in vector],
                                     mmr=models.Mmr(diversity=1.0 - lambda_, candidates_limit=max(limit * 4, 50)))
-        where = self._build_query_filter(VectorStoreQuery(query_embedding=vector, similarity_top_k=limit,  # type: ignore[attr-defined]
-                                                          filters=filters))
-        response = self.client.query_points(self.collection_name, query=query, limit=limit, query_filter=where,
-                                            using=self.dense_vector_name)  # type: ignore[attr-defined]
+        response = self.client.query_points(self.collection_name, query=query, limit=limit,
+                                            query_filter=self._query_filter(vector, limit, filters),
+                                            using=self._vector_name())
         result = self.parse_to_query_result(response.points)  # type: ignore[attr-defined]
         return list(result.nodes or []), list(result.similarities or [])
 

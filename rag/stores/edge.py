@@ -47,7 +47,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import qdrant_edge as qe
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -499,7 +499,14 @@ class QdrantEdgeVectorStore(EdgeQueryModes, ThreadedAsync, BasePydanticVectorSto
         shard = self._live_shard()
         if shard is None or query.similarity_top_k <= 0:
             return as_result([])
-        embedding = query.query_embedding
+        embedding = self._checked_embedding(query.query_embedding)
+        if query.mode == VectorStoreQueryMode.HYBRID:
+            return self._hybrid_query(query, embedding, flt, kwargs)
+        engine_query = qe.Query.Nearest(embedding) if mmr is None else qe.Mmr(embedding, mmr[0], mmr[1])
+        return as_result(self._scored_search(engine_query, query.similarity_top_k, flt, kwargs))
+
+    def _checked_embedding(self, embedding: Sequence[float]) -> List[float]:
+        """The query vector as a list, refused (ValueError) when its dimension is not the store's."""
         if not isinstance(embedding, list):
             embedding = list(embedding)
         if len(embedding) != self._dim:
@@ -508,23 +515,40 @@ class QdrantEdgeVectorStore(EdgeQueryModes, ThreadedAsync, BasePydanticVectorSto
                 f"{self.path} holds {self._dim}-d vectors: embed the query with the "
                 "model the store was built with."
             )
-        if query.mode == VectorStoreQueryMode.HYBRID:
-            return self._hybrid_query(query, embedding, flt, kwargs)
-        engine_query = qe.Query.Nearest(embedding) if mmr is None else qe.Mmr(embedding, mmr[0], mmr[1])
-        return as_result(self._scored_search(engine_query, query.similarity_top_k, flt, kwargs))
+        return embedding
 
-    def _scored_search(self, engine_query: Any, limit: int, flt: Optional[qe.Filter],
-                       kwargs: Dict[str, Any]) -> List[Any]:
-        """(node, score) pairs of one engine query on the dense vectors, best first."""
+    def query_ids(self, embedding: Sequence[float], limit: int,
+                  filters: Optional[MetadataFilters] = None) -> List[Tuple[str, float]]:
+        """(point id, score) of the `limit` nearest points, best first, reading no payload.
+
+        For a fused search's legs, which need only ids and scores: reading 20 payloads costs
+        about ten times the search itself (docs/benchmarks.md). A point id is `point_id_for`
+        of its node id, and the node id itself for the UUID ids `rag ingest` writes.
+        """
+        shard = self._live_shard()
+        if shard is None or limit <= 0:
+            return []
+        points = self._engine_search(qe.Query.Nearest(self._checked_embedding(embedding)), limit,
+                                     build_filter(filters), {}, with_payload=False)
+        return [(str(p.id), float(p.score)) for p in points]
+
+    def _engine_search(self, engine_query: Any, limit: int, flt: Optional[qe.Filter],
+                       kwargs: Dict[str, Any], with_payload: bool = True) -> List[Any]:
+        """The engine's scored points for one query on the dense vectors, best first."""
         exact = bool(kwargs.get("exact", self.exact))
         if not exact:
             self._hint_unindexed()
         params = search_params(exact=exact, hnsw_ef=kwargs.get("hnsw_ef", self.hnsw_ef),
                                quantization=self.quantization, oversampling=self.oversampling)
         request = search_request(engine_query, limit=limit, flt=flt, params=params,
-                                 score_threshold=kwargs.get("score_threshold"))
+                                 score_threshold=kwargs.get("score_threshold"), with_payload=with_payload)
         shard = self._live_shard()
-        points = self._read(lambda: shard.query(request))
+        return self._read(lambda: shard.query(request))
+
+    def _scored_search(self, engine_query: Any, limit: int, flt: Optional[qe.Filter],
+                       kwargs: Dict[str, Any]) -> List[Any]:
+        """(node, score) pairs of one engine query on the dense vectors, best first."""
+        points = self._engine_search(engine_query, limit, flt, kwargs)
         return self._read(lambda: [(node_from_record(p.payload), p.score) for p in points])
 
     def _hint_unindexed(self) -> None:

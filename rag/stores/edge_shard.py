@@ -147,13 +147,14 @@ def search_request(
     flt: Optional[qe.Filter],
     params: qe.SearchParams,
     score_threshold: Optional[float] = None,
+    with_payload: bool = True,
     **extra: Any,
 ) -> qe.QueryRequest:
-    """A query request for any ``qe.Query`` (payloads returned, vectors not).
+    """A query request for any ``qe.Query`` (payloads returned unless `with_payload` is False; vectors not).
 
     ``extra`` passes on other request fields (``prefetches=...`` for fusion queries).
     """
-    return qe.QueryRequest(limit=limit, query=query, filter=flt, with_payload=True, with_vector=False,
+    return qe.QueryRequest(limit=limit, query=query, filter=flt, with_payload=with_payload, with_vector=False,
                            params=params, score_threshold=score_threshold, **extra)
 
 

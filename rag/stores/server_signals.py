@@ -202,10 +202,11 @@ class ServerSignalStore:
 
     # -- reads -----------------------------------------------------------------------
     def query(self, text: str = "", words_vector: Optional[List[float]] = None, limit: int = 20,
-              filters: Optional[Any] = None) -> Dict[str, List[Tuple[str, float]]]:
+              filters: Optional[Any] = None, point_ids: bool = False) -> Dict[str, List[Tuple[str, float]]]:
         """The ``bm25`` (when `text` has a word BM25 keeps) and ``words`` legs: node ids, best first.
 
-        `filters`: LlamaIndex `MetadataFilters` on the nodes' flat metadata.
+        `filters`: LlamaIndex `MetadataFilters` on the nodes' flat metadata. `point_ids`: the
+        points' ids (`point_id_for` of the node ids) instead, and no payload is read (faster).
         """
         self._check()
         flt = server_filter(filters)
@@ -218,10 +219,11 @@ class ServerSignalStore:
             legs["words"] = [float(x) for x in words_vector]
         if not self._exists or not legs or limit <= 0:
             return {}
-        requests = [models.QueryRequest(query=q, using=name, filter=flt, limit=limit, with_payload=[NODE_ID_KEY])
+        requests = [models.QueryRequest(query=q, using=name, filter=flt, limit=limit,
+                                        with_payload=False if point_ids else [NODE_ID_KEY])
                     for name, q in legs.items()]
         results = self._call("search", lambda: self.client.query_batch_points(self.collection_name, requests))
-        return {name: [(p.payload[NODE_ID_KEY], float(p.score)) for p in result.points]
+        return {name: [(str(p.id) if point_ids else p.payload[NODE_ID_KEY], float(p.score)) for p in result.points]
                 for name, result in zip(legs, results)}
 
     def article_keys(self, node_ids: Sequence[str]) -> Dict[str, Optional[str]]:
