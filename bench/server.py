@@ -13,9 +13,9 @@ makes them: seeded random unit vectors, payloads shaped like `rag ingest`'s, HNS
    connection each, distinct 5-10 word queries): latency p50/p95 and throughput, and the same
    with one client; then all of it again with `RAG_QUERY_BATCH=1` (each query its own forward
    pass), the baseline for the query batcher;
-4. a search through the running server from a fresh process: `open_service().search(...)`, what
-   `rag search` does once it detects the server (interpreter start, `import rag.service`,
-   httpx, one request, printing).
+4. a search through the running server from a fresh process: `open_service().search(...)` in
+   Python (interpreter start, `import rag.service`, httpx, one request, printing), and the
+   `rag search QUERY` command itself (its imports, finding the server, one request, the table).
 
 Models: the given ones, else random-weight full-size stand-ins (BERT 384x12 = bge-small
 shape, CLIP ViT-B/32): same compute as the real ones.
@@ -155,8 +155,10 @@ def serve_and_load(args: argparse.Namespace, env: Dict[str, str], queries: List[
         report["warm"] = load(advert["url"], args.clients, args.requests, queries)
         report["warm_1_client"] = load(advert["url"], 1, max(50, args.requests // 4), queries)
         if through:
-            runs = [timed_process([sys.executable, "-c", THROUGH_SERVER, q], env) for q in queries[:args.runs]]
-            report["through_server_s"] = {"median": round(statistics.median(runs), 3), "runs": [round(t, 3) for t in runs]}
+            for name, cmd in (("through_server_s", [sys.executable, "-c", THROUGH_SERVER]),
+                              ("rag_search_through_server_s", [sys.executable, "-m", "rag.cli", "search"])):
+                runs = [timed_process(cmd + [q], env) for q in queries[:args.runs]]
+                report[name] = {"median": round(statistics.median(runs), 3), "runs": [round(t, 3) for t in runs]}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)

@@ -163,6 +163,36 @@ def test_busy_second_ingest(live, settings, corpus):
         live.service.index.add = original
 
 
+CLI_SEARCH_MODULES = textwrap.dedent(
+    """
+    import sys
+    from rag.cli import main
+    try:
+        main(["search", "the moon", "--top-k", "1", "--image-top-k", "0", "--json"])
+    except SystemExit as exc:
+        print("modules", "trio" in sys.modules, "httpx._main" in sys.modules, exc.code, file=sys.stderr)
+    """
+)
+
+
+def test_rag_search_through_a_server_imports_neither_trio_nor_httpx_cli(live, settings):
+    """A fresh `rag search` through the server skips two modules httpx would import and never use
+    (trio is installed here: selenium brings it); httpx still works, and so does trio afterwards."""
+    import trio  # noqa: F401  (installed, so httpcore would import it)
+
+    env = {**os.environ, "RAG_STORAGE": str(settings.storage), "RAG_TEXT_MODEL": settings.text_model,
+           "RAG_IMAGE_MODEL": settings.image_model, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", CLI_SEARCH_MODULES], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert json.loads(proc.stdout)["hits"][0]["title"] == "Moon"
+    assert proc.stderr.strip().splitlines()[-1] == "modules False False 0"
+    from rag.cli.common import lean_http_imports
+
+    with lean_http_imports():
+        assert sys.modules.get("trio") is not None  # already imported: left alone
+    assert "httpx._main" not in sys.modules or sys.modules["httpx._main"] is not None
+
+
 def test_stale_advertisement_is_ignored_and_removed(settings):
     settings.storage.mkdir(parents=True)
     path = settings.storage / SERVER_FILE

@@ -13,6 +13,7 @@ The rules every command follows:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import click
 
@@ -189,10 +190,35 @@ def open_service(settings: Settings) -> Any:
     no_server = bool(context and context.meta.get("rag.no_server"))
     if not no_server and running_server(settings.storage) is not None:
         announce(choose_models(settings, probe=False).notes)  # the server chose its models
-        return open_any(settings)
+        with lean_http_imports():
+            return open_any(settings)
     choice = choose_models(settings, probe=not (context and context.meta.get("rag.loads_no_model")))
     announce(choice.notes)
     return open_any(choice.settings, no_server=True, **choice.embeddings())
+
+
+# Optional modules that httpx and httpcore import whenever they are installed, and no command uses.
+UNUSED_HTTP_MODULES = (
+    "trio",  # httpcore, in case it runs under trio (selenium, a dev dependency, installs it)
+    "httpx._main",  # httpx's own command line, with rich's progress bars and pygments
+)
+
+
+@contextlib.contextmanager
+def lean_http_imports() -> Iterator[None]:
+    """While inside, the `UNUSED_HTTP_MODULES` cannot be imported (unless they already are), so
+    that the client to a running server loads without them: they cost a fresh `rag search`
+    through the server 0.15-0.2 s of its 0.6 s (docs/benchmarks.md). Only the command line does
+    this; a library process may run httpx under trio."""
+    blocked = [name for name in UNUSED_HTTP_MODULES if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def choose_models(settings: Settings, probe: bool = True) -> Any:
