@@ -136,8 +136,8 @@ class RagClient:
         self._sleep = sleep or time.sleep
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # Certificates are loaded only for an https URL: building that context costs a fresh
-        # `rag search` about 0.25 s, for a plain-http server (the loopback default) for nothing.
+        # Certificates are loaded only for an https URL: that costs 40 ms per client (measured
+        # here), which a plain-http server (the loopback default) would pay for nothing.
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0),
                                   trust_env=False, verify=self.url.lower().startswith("https://"))
 

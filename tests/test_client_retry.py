@@ -1,4 +1,5 @@
-"""RagClient tries a busy (503) or over-share (429) request again, as the server's Retry-After says."""
+"""RagClient tries a busy (503) or over-share (429) request again, as the server's Retry-After says,
+and checks certificates for https servers only."""
 
 from __future__ import annotations
 
@@ -83,3 +84,19 @@ def test_a_stream_refused_once_is_tried_again():
     assert list(events) == [("token", "hi")]
     close()
     assert len(calls) == 2 and slept == [0.0]
+
+
+def test_certificates_are_loaded_and_checked_for_https_servers_only():
+    """An https server's certificate is verified; a plain-http one (the loopback default) loads none."""
+    import ssl
+
+    def verify_mode(url):
+        client = RagClient(url)
+        try:
+            return client._http._transport._pool._ssl_context.verify_mode
+        finally:
+            client.close()
+
+    assert verify_mode("https://rag.example:8765") == ssl.CERT_REQUIRED
+    assert verify_mode("HTTPS://rag.example:8765") == ssl.CERT_REQUIRED
+    assert verify_mode("http://127.0.0.1:8765") == ssl.CERT_NONE
