@@ -153,7 +153,8 @@ def ours_settings(args: argparse.Namespace, storage: Path) -> Any:
 
     settings = Settings.from_env(storage=storage, text_model=args.text_model, image_model=args.image_model)
     return settings_with(settings, text_query_instruction=args.query_instruction,
-                         **({"precision": args.precision} if args.precision else {}))
+                         **({"precision": args.precision} if args.precision else {}),
+                         **({"query_threads": args.query_threads} if getattr(args, "query_threads", None) else {}))
 
 
 def fill_ours(args: argparse.Namespace) -> Dict[str, Any]:
@@ -380,6 +381,9 @@ def main() -> None:
     parser.add_argument("--text-model")
     parser.add_argument("--image-model")
     parser.add_argument("--precision", help="ours: fp32 | bf16 | int8 | auto")
+    parser.add_argument("--query-threads", type=int, help="ours: RAG_QUERY_THREADS (default: the setting's)")
+    parser.add_argument("--also-query-threads", type=int, nargs="*", default=[], metavar="N",
+                        help="ours again with RAG_QUERY_THREADS=N, in the same run (a column each)")
     parser.add_argument("--query-instruction", default=BGE_INSTRUCTION, help="prepended to text queries on both sides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -407,6 +411,8 @@ def main() -> None:
               "--queries", str(args.queries), "--warmup", str(args.warmup)]
     if args.precision:
         common += ["--precision", args.precision]
+    if args.query_threads:
+        common += ["--query-threads", str(args.query_threads)]
     results: Dict[str, Any] = {**header, "sizes": {}}
     for n in args.sizes:
         entry: Dict[str, Any] = {}
@@ -427,6 +433,11 @@ def main() -> None:
             print(f"{side} at {n}: in-process latency (other processes using {share:.0%}) ...", file=sys.stderr, flush=True)
             latency = run_child(HERE, ["--worker", f"latency-{side}", "--n", str(n), "--storage", str(storage), *common])
             entry[side] = {"fill": filled, **latency}
+            for threads in args.also_query_threads if side == "ours" else []:
+                print(f"ours at {n} with RAG_QUERY_THREADS={threads} ...", file=sys.stderr, flush=True)
+                entry[f"ours, query threads {threads}"] = run_child(
+                    HERE, ["--worker", "latency-ours", "--n", str(n), "--storage", str(storage), *common,
+                           "--query-threads", str(threads)])
             if args.skip_cold:
                 continue
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -453,17 +464,22 @@ def main() -> None:
 
 
 def format_tables(results: Dict[str, Any]) -> str:
-    lines = ["| points per collection | query | ours p50 / p95 (ms) | stock p50 / p95 (ms) | stock / ours (p50) |",
-             "| ---: | --- | ---: | ---: | ---: |"]
+    variants = sorted({side for entry in results["sizes"].values() for side in entry if side.startswith("ours, ")})
+    lines = ["| points per collection | query | ours p50 / p95 (ms) | "
+             + "".join(f"{v} p50 / p95 (ms) | " for v in variants) + "stock p50 / p95 (ms) | stock / ours (p50) |",
+             "| ---: | --- | ---: | " + "---: | " * len(variants) + "---: | ---: |"]
     for n, entry in results["sizes"].items():
         ours, stock = entry.get("ours", {}), entry.get("stock", {})
         for kind in KINDS + SEARCH_ONLY_KINDS:
             a = ours.get("kinds", {}).get(kind)
             b = stock.get("kinds", {}).get(kind)
             cell_a = f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f}" if a else "-"
+            cells_v = "".join(
+                f"{v['p50_ms']:.0f} / {v['p95_ms']:.0f} | " if v else "- | "
+                for v in (entry[variant].get("kinds", {}).get(kind) for variant in variants))
             cell_b = f"{b['p50_ms']:.0f} / {b['p95_ms']:.0f}" if b else "not run"
             ratio = f"{b['p50_ms'] / a['p50_ms']:.1f}x" if a and b else ""
-            lines.append(f"| {int(n):,} | {kind} | {cell_a} | {cell_b} | {ratio} |")
+            lines.append(f"| {int(n):,} | {kind} | {cell_a} | {cells_v}{cell_b} | {ratio} |")
     lines += ["", "| points per collection | cold start | ours median (min-max) s | stock median (min-max) s |",
               "| ---: | --- | ---: | ---: |"]
     for n, entry in results["sizes"].items():

@@ -165,6 +165,8 @@ class Settings:
     text_batch_size: int = _setting(32, "passages per text-model batch", gt=0)
     image_batch_size: int = _setting(16, "images per CLIP batch", gt=0)
     query_batch: int = _setting(32, "concurrent queries encoded in one forward pass (1: one at a time)", gt=0)
+    query_threads: int = _setting(0, "intra-op threads of each of a text query's two encoders (BGE and CLIP's "
+                                  "text tower), which run at once (0: torch's threads split between them)", ge=0)
     max_image_pixels: int = _setting(64_000_000, "larger images are skipped as decompression bombs", gt=0)
     llm: str = _setting("none", "the answering model's backend (see `rag ask`)",
                         choices=("none", "openai", "openai-like", "ollama"))

@@ -154,3 +154,65 @@ def test_concurrent_searches_share_the_text_forward_pass_and_each_gets_its_own_h
     assert found == alone
     assert sum(len(b) for b in recording.batches) == len(queries)
     assert len(recording.batches) < len(queries)  # at least two searches shared a forward pass
+
+
+def test_a_batch_runs_on_the_threads_its_queries_asked_for_and_leaves_the_default_alone():
+    import torch
+
+    default = torch.get_num_threads()
+    batcher = QueryBatcher(lambda items: [torch.get_num_threads() for _ in items])
+    assert batcher.encode("q") == default
+    assert batcher.submit("q", threads=default + 1).result() == default + 1
+    assert batcher.submit("q").result() == default  # the same worker goes back to the default
+    later = {}
+    thread = threading.Thread(target=lambda: later.update(threads=torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later["threads"] == default and torch.get_num_threads() == default
+
+    gated = GatedEncoder()
+    seen = []
+    mixed = QueryBatcher(lambda items: seen.append(torch.get_num_threads()) or gated(items))
+    first = mixed.submit("a", threads=default + 1)
+    assert gated.started.wait(5)
+    rest = [mixed.submit("b", threads=default + 1), mixed.submit("c", threads=default + 2)]
+    gated.release.set()
+    [f.result(5) for f in [first, *rest]]
+    assert gated.batches == [["a"], ["b", "c"]]
+    assert seen == [default + 1, default]  # queries that asked for different counts: the default
+
+
+class RecordingBatcher:
+    """Wraps a QueryBatcher and records the threads each query asked for."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.threads = []
+
+    def submit(self, item, threads=0):
+        self.threads.append(threads)
+        return self.inner.submit(item, threads)
+
+
+def test_a_text_querys_two_encoders_split_the_cores_and_other_queries_keep_them(open_test_index, settings, corpus):
+    import torch
+
+    from rag.index.ingest import ingest
+    from rag.models.hub import split_threads
+    from rag.search.retriever import Retriever
+
+    assert split_threads(2) == max(1, torch.get_num_threads() // 2)
+    assert split_threads(2, configured=3) == 3 and split_threads(8) >= 1
+    index = open_test_index(settings.with_overrides(query_threads=3))
+    ingest(index, [corpus], progress=False)
+    retriever = Retriever(index)
+    spies = {name: RecordingBatcher(retriever._encoder(name)) for name in ("text", "clip_text", "clip_image")}
+    retriever._batchers.update(spies)
+    image = next(p for p in corpus.iterdir() if p.suffix in (".jpg", ".png"))
+
+    assert retriever.search("the moon", top_k=2, image_top_k=2)  # BGE and CLIP's text tower at once
+    assert retriever.search("the moon", top_k=2, image_top_k=0)  # BGE alone
+    assert retriever.search("the moon", image=image, top_k=2, image_top_k=2)  # with the vision tower
+    assert spies["text"].threads == [3, 0, 0]
+    assert spies["clip_text"].threads == [3, 0]
+    assert spies["clip_image"].threads == [0]

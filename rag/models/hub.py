@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,49 @@ def configure_threads(settings: Any) -> None:
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+
+
+def thread_count() -> int:
+    """The intra-op threads this thread's torch operations run on."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def use_threads_here(threads: int) -> None:
+    """Run this thread's torch operations on `threads` intra-op threads, others' as they were.
+
+    `torch.set_num_threads` sets the calling thread's count and also the count that threads
+    starting later take; that one is read before, and put back after, from short-lived helper
+    threads (a new thread starts with it).
+    """
+    import torch
+
+    if threads <= 0 or threads == torch.get_num_threads():
+        return
+    default = _in_a_new_thread(torch.get_num_threads)
+    torch.set_num_threads(threads)
+    _in_a_new_thread(lambda: torch.set_num_threads(default))
+
+
+def _in_a_new_thread(fn: Any) -> Any:
+    """fn() run in a thread of its own (joined), and its result."""
+    out: list = []
+    helper = threading.Thread(target=lambda: out.append(fn()), name="rag-thread-default")
+    helper.start()
+    helper.join()
+    return out[0]
+
+
+def split_threads(ways: int, configured: int = 0) -> int:
+    """Intra-op threads for each of `ways` encoders that run at once: `configured` when set,
+    else torch's thread count divided between them (at least 1). Two encoders with torch's 2
+    threads each on 2 cores fight over them (docs/benchmarks.md)."""
+    if configured > 0:
+        return configured
+    import torch
+
+    return max(1, torch.get_num_threads() // max(1, ways))
 
 
 def quiet_model_loading() -> None:

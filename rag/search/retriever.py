@@ -21,6 +21,7 @@ from rag.config import Settings
 from rag.errors import RagError
 from rag.types import Hit
 from rag.index.core import RagIndex, open_index
+from rag.models.hub import split_threads
 from rag.models.query_batcher import QueryBatcher, image_encoder, query_encoder
 from rag.search.hybrid import HybridSearch, dense_leg, edge_mmr_query
 from rag.search.signals import FusionSettings
@@ -126,10 +127,14 @@ class Retriever:
         want_images = image_top_k > 0 and self.index.has_points("image")
 
         jobs: Dict[str, Any] = {}
+        both_text_encoders = bool(query) and want_images and "clip" in settings.signals
+        # The two text encoders alone split the cores (measured faster); with CLIP's vision tower
+        # beside them, or alone, each keeps torch's default (docs/benchmarks.md).
+        threads = split_threads(2, self.index.settings.query_threads) if both_text_encoders and image is None else 0
         if query and (want_text or want_images):
-            jobs["text"] = self._encoder("text").submit(query)
-        if want_images and query and "clip" in settings.signals:
-            jobs["clip_text"] = self._encoder("clip_text").submit(query)
+            jobs["text"] = self._encoder("text").submit(query, threads)
+        if both_text_encoders:
+            jobs["clip_text"] = self._encoder("clip_text").submit(query, threads)
         if want_images and image is not None:
             jobs["clip_image"] = self._encoder("clip_image").submit(str(image))
         vectors = {name: job.result() for name, job in jobs.items()}
