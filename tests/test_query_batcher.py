@@ -216,3 +216,33 @@ def test_a_text_querys_two_encoders_split_the_cores_and_other_queries_keep_them(
     assert spies["text"].threads == [3, 0, 0]
     assert spies["clip_text"].threads == [3, 0]
     assert spies["clip_image"].threads == [0]
+
+
+def test_workers_that_change_their_threads_at_once_leave_the_default_alone():
+    """Two encoders' workers start together; the default that later threads take survives them."""
+    import torch
+
+    from rag.models.hub import use_threads_here
+
+    def default_now():
+        out = []
+        thread = threading.Thread(target=lambda: out.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return out[0]
+
+    default = default_now()
+    seen = []
+    barrier = threading.Barrier(4)
+
+    def worker(threads):
+        barrier.wait()
+        use_threads_here(threads)
+        seen.append(torch.get_num_threads() == threads)
+
+    for _ in range(20):
+        workers = [threading.Thread(target=worker, args=(default + 1 + i % 2,)) for i in range(4)]
+        [w.start() for w in workers]
+        [w.join() for w in workers]
+    assert all(seen) and len(seen) == 80
+    assert default_now() == default

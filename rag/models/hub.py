@@ -38,15 +38,20 @@ def use_threads_here(threads: int) -> None:
 
     `torch.set_num_threads` sets the calling thread's count and also the count that threads
     starting later take; that one is read before, and put back after, from short-lived helper
-    threads (a new thread starts with it).
+    threads (a new thread starts with it). One caller at a time: two encoders' workers start
+    together, and interleaved, the second would read the first's count as the default.
     """
     import torch
 
     if threads <= 0 or threads == torch.get_num_threads():
         return
-    default = _in_a_new_thread(torch.get_num_threads)
-    torch.set_num_threads(threads)
-    _in_a_new_thread(lambda: torch.set_num_threads(default))
+    with _THREADS_LOCK:
+        default = _in_a_new_thread(torch.get_num_threads)
+        torch.set_num_threads(threads)
+        _in_a_new_thread(lambda: torch.set_num_threads(default))
+
+
+_THREADS_LOCK = threading.Lock()
 
 
 def _in_a_new_thread(fn: Any) -> Any:
