@@ -149,46 +149,41 @@ class RagClient:
             message = None
         raise RagError(f"{message or response.reason_phrase} (HTTP {response.status_code} from {self.url})")
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _open(self, opener: Any) -> Tuple[Any, Any]:
+        """(response, close) from `opener()`, tried again while the server answers 429/503 (as
+        `retry_wait` says); an error status becomes a `RagError` with the server's message."""
         import httpx
 
         attempt = 0
         while True:
             try:
-                response = self._http.request(method, path, **kwargs)
+                response, close = opener()
             except httpx.HTTPError as exc:
                 raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
             wait = retry_wait(response.status_code, response.headers.get("Retry-After"), attempt, self.retries)
             if wait is None:
                 break
+            response.read()
+            close()
             attempt += 1
             self._sleep(wait)
         if response.status_code >= 400:
+            response.read()
+            close()
             self._fail(response)
+        return response, close
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        response, _ = self._open(lambda: (self._http.request(method, path, **kwargs), lambda: None))
         return response
 
     def _events(self, method: str, path: str, **kwargs: Any) -> Tuple[Iterator[Tuple[str, Any]], Any]:
-        import httpx
+        def opener() -> Tuple[Any, Any]:
+            context = self._http.stream(method, path, **kwargs)
+            return context.__enter__(), lambda: context.__exit__(None, None, None)
 
-        attempt = 0
-        while True:
-            try:
-                context = self._http.stream(method, path, **kwargs)
-                response = context.__enter__()
-            except httpx.HTTPError as exc:
-                raise RagError(f"cannot reach the rag server at {self.url} ({exc}); is `rag serve` still running?") from None
-            wait = retry_wait(response.status_code, response.headers.get("Retry-After"), attempt, self.retries)
-            if wait is None:
-                break
-            response.read()
-            context.__exit__(None, None, None)
-            attempt += 1
-            self._sleep(wait)
-        if response.status_code >= 400:
-            response.read()
-            context.__exit__(None, None, None)
-            self._fail(response)
-        return parse_sse(response.iter_lines()), lambda: context.__exit__(None, None, None)
+        response, close = self._open(opener)
+        return parse_sse(response.iter_lines()), close
 
     @staticmethod
     def _form(query: Dict[str, Any]) -> Dict[str, Any]:

@@ -33,6 +33,9 @@ def thread_count() -> int:
     return int(torch.get_num_threads())
 
 
+_THREADS_LOCK = threading.Lock()  # one `use_threads_here` at a time
+
+
 def use_threads_here(threads: int) -> None:
     """Run this thread's torch operations on `threads` intra-op threads, others' as they were.
 
@@ -50,8 +53,6 @@ def use_threads_here(threads: int) -> None:
         torch.set_num_threads(threads)
         _in_a_new_thread(lambda: torch.set_num_threads(default))
 
-
-_THREADS_LOCK = threading.Lock()
 
 
 def _in_a_new_thread(fn: Any) -> Any:
