@@ -11,7 +11,8 @@ collection (text and image), not embedded: this measures the query path only.
 In-process latency, models loaded and warmed up (5 queries), then `--queries` of each kind:
 
 - ours: `rag.search.retriever.Retriever.search` over the default embedded store (qdrant-edge),
-  default precision; query encoders run concurrently.
+  default precision; query encoders run concurrently, as traced graphs from their second query
+  (`RAG_TEXT_GRAPH`; `--also-text-graph off` adds the eager column in the same run).
 - stock: `MultiModalVectorStoreIndex.from_vector_store(...).as_retriever(similarity_top_k=5,
   image_similarity_top_k=3)` over two `QdrantVectorStore`s on one `QdrantClient(path=...)`,
   `HuggingFaceEmbedding` and the stock CLIP embedding (emulated, see bench/common.py);
@@ -154,7 +155,8 @@ def ours_settings(args: argparse.Namespace, storage: Path) -> Any:
     settings = Settings.from_env(storage=storage, text_model=args.text_model, image_model=args.image_model)
     return settings_with(settings, text_query_instruction=args.query_instruction,
                          **({"precision": args.precision} if args.precision else {}),
-                         **({"query_threads": args.query_threads} if getattr(args, "query_threads", None) else {}))
+                         **({"query_threads": args.query_threads} if getattr(args, "query_threads", None) else {}),
+                         **({"text_graph": args.text_graph} if getattr(args, "text_graph", None) else {}))
 
 
 def fill_ours(args: argparse.Namespace) -> Dict[str, Any]:
@@ -384,6 +386,9 @@ def main() -> None:
     parser.add_argument("--query-threads", type=int, help="ours: RAG_QUERY_THREADS (default: the setting's)")
     parser.add_argument("--also-query-threads", type=int, nargs="*", default=[], metavar="N",
                         help="ours again with RAG_QUERY_THREADS=N, in the same run (a column each)")
+    parser.add_argument("--text-graph", choices=["on", "off"], help="ours: RAG_TEXT_GRAPH (default: the setting's)")
+    parser.add_argument("--also-text-graph", choices=["on", "off"], nargs="*", default=[], metavar="ON_OFF",
+                        help="ours again with RAG_TEXT_GRAPH=ON_OFF, in the same run (a column each)")
     parser.add_argument("--query-instruction", default=BGE_INSTRUCTION, help="prepended to text queries on both sides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -413,6 +418,10 @@ def main() -> None:
         common += ["--precision", args.precision]
     if args.query_threads:
         common += ["--query-threads", str(args.query_threads)]
+    if args.text_graph:
+        common += ["--text-graph", args.text_graph]
+    variants = ([(f"ours, query threads {t}", ["--query-threads", str(t)]) for t in args.also_query_threads]
+                + [(f"ours, text graph {g}", ["--text-graph", g]) for g in args.also_text_graph])
     results: Dict[str, Any] = {**header, "sizes": {}}
     for n in args.sizes:
         entry: Dict[str, Any] = {}
@@ -433,11 +442,10 @@ def main() -> None:
             print(f"{side} at {n}: in-process latency (other processes using {share:.0%}) ...", file=sys.stderr, flush=True)
             latency = run_child(HERE, ["--worker", f"latency-{side}", "--n", str(n), "--storage", str(storage), *common])
             entry[side] = {"fill": filled, **latency}
-            for threads in args.also_query_threads if side == "ours" else []:
-                print(f"ours at {n} with RAG_QUERY_THREADS={threads} ...", file=sys.stderr, flush=True)
-                entry[f"ours, query threads {threads}"] = run_child(
-                    HERE, ["--worker", "latency-ours", "--n", str(n), "--storage", str(storage), *common,
-                           "--query-threads", str(threads)])
+            for label, extra in variants if side == "ours" else []:
+                print(f"{label} at {n} ...", file=sys.stderr, flush=True)
+                entry[label] = run_child(HERE, ["--worker", "latency-ours", "--n", str(n), "--storage", str(storage),
+                                                *common, *extra])
             if args.skip_cold:
                 continue
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

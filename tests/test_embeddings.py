@@ -78,12 +78,12 @@ def test_long_text_is_truncated_at_77_tokens_not_rejected(clip):
 
 def test_text_batch_is_one_forward_pass(clip):
     calls = []
-    original = clip._model.get_text_features
-    clip._model.get_text_features = lambda **kw: calls.append(kw["input_ids"].shape[0]) or original(**kw)
+    original = clip._text_forward  # the text tower's forward pass, eager or traced (rag.models.graph)
+    clip._text_forward = lambda inputs: calls.append(inputs["input_ids"].shape[0]) or original(inputs)
     try:
         vectors = clip.get_text_embedding_batch(["a cat", "a rocket on a launch pad"])
     finally:
-        clip._model.get_text_features = original
+        clip._text_forward = original
     assert calls == [2] and len(vectors) == 2
 
 

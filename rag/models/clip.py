@@ -14,6 +14,7 @@ from PIL import Image
 
 from rag.media.images import DEFAULT_MAX_PIXELS, open_image
 from rag.models.batching import batched, prefetch
+from rag.models.graph import GraphForward, graph_allowed
 from rag.models.hub import describe_load_failure, prefer_local_files, quiet_model_loading
 from rag.models.precision import precision_context, prepare_model, resolve_precision
 
@@ -30,10 +31,13 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS)
     decode_workers: int = Field(default=2, ge=1)
     precision: str = Field(default="fp32", description="fp32, bf16 (autocast), int8 (dynamic quantization) or auto")
+    text_graph: bool = Field(default=True, description="trace the text tower after its first call (CPU, fp32; "
+                                                       "rag.models.graph)")
 
     _model: Any = PrivateAttr()
     _tokenizer: Any = PrivateAttr()
     _processor: Any = PrivateAttr()
+    _text_forward: Any = PrivateAttr()
 
     def __init__(self, model_name: str = "openai/clip-vit-base-patch32", **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
@@ -53,6 +57,9 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
         except Exception as exc:
             raise describe_load_failure("image", model_name, "RAG_IMAGE_MODEL", exc) from exc
         prepare_model(self._model, self.precision)
+        self.text_graph = self.text_graph and graph_allowed(self.device, self.precision)
+        self._text_forward = GraphForward(self._model, self._text_features, self._graph_example,
+                                          enabled=self.text_graph, label=f"{model_name} text tower")
 
     @classmethod
     def class_name(cls) -> str:
@@ -68,12 +75,24 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
         # transformers >= 5 returns a model output whose pooler_output holds the projection.
         return output if hasattr(output, "norm") else output.pooler_output
 
+    @classmethod
+    def _text_features(cls, model: Any, **inputs: Any) -> Any:
+        return cls._features(model.get_text_features(**inputs))
+
+    def _graph_example(self) -> dict:
+        batch = self._tokenizer(["a photo", "a photo of a red bridge over a river"], padding=True, return_tensors="pt")
+        return {name: batch[name].to(self.device) for name in ("input_ids", "attention_mask")}
+
     @staticmethod
     def _normalise(features: Any) -> List[Embedding]:
         import torch
 
         features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().tolist()
+
+    def trace_graph(self) -> bool:
+        """Trace the text tower now rather than at its second call; True when the graph is in use."""
+        return self._text_forward.trace()
 
     def embed_text_batch(self, texts: Sequence[str]) -> List[Embedding]:
         """One forward pass of CLIP's text tower over the batch (texts cut at 77 tokens)."""
@@ -87,7 +106,7 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
             return_tensors="pt",
         ).to(self.device)
         with torch.inference_mode(), precision_context(self.precision, self.device):
-            features = self._features(self._model.get_text_features(**inputs))
+            features = self._text_forward({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]})
         return self._normalise(features)
 
     def preprocess(self, item: Any) -> Any:

@@ -31,6 +31,7 @@ def load_image_embedding(settings: Settings) -> MultiModalEmbedding:
         device=device,
         max_pixels=settings.max_image_pixels,
         precision=resolve_precision(settings.precision, device),
+        text_graph=settings.text_graph == "on",
     )
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.bridge.pydantic import Field
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from rag.config import BGE_QUERY_INSTRUCTION, Settings
+from rag.models.graph import GRAPH_INPUTS, GraphForward, graph_allowed
 from rag.models.hub import configure_threads, describe_load_failure, prefer_local_files, quiet_model_loading, resolve_device
 from rag.models.precision import precision_context, prepare_model, resolve_precision
 
@@ -38,11 +39,16 @@ def text_embedding_class() -> Any:
         """HuggingFaceEmbedding (sentence-transformers) whose forward pass honours `precision`."""
 
         precision: str = Field(default="fp32", description="fp32, bf16 (autocast) or int8 (dynamic quantization)")
+        graph: bool = Field(default=True, description="trace the transformer's forward pass after its first call "
+                                                      "(CPU, fp32; rag.models.graph)")
+        _graph_forward: Any = PrivateAttr(default=None)
 
-        def __init__(self, *args: Any, precision: str = "fp32", **kwargs: Any) -> None:
+        def __init__(self, *args: Any, precision: str = "fp32", graph: bool = True, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.precision = resolve_precision(precision, str(self._device))
             prepare_model(self._model, self.precision)
+            self.graph = graph and graph_allowed(str(self._device), self.precision)
+            self._graph_forward = install_graph(self._model, self.graph)
 
         @classmethod
         def class_name(cls) -> str:
@@ -53,12 +59,51 @@ def text_embedding_class() -> Any:
             with precision_context(self.precision, str(self._device)):
                 return super()._embed(inputs, prompt_name)
 
+        def trace_graph(self) -> bool:
+            """Trace the forward pass now rather than at the second call; True when the graph is in use."""
+            return self._graph_forward is not None and self._graph_forward.trace()
+
         def get_query_embedding_batch(self, queries: List[str]) -> List[List[float]]:
             """Many queries (with the query instruction) in one forward pass."""
             return self._embed(list(queries), prompt_name="query")
 
     _TEXT_EMBEDDING_CLASS = RagTextEmbedding
     return RagTextEmbedding
+
+
+def _last_hidden_state(model: Any, **inputs: Any) -> Any:
+    return type(model).forward(model, **inputs, return_dict=True).last_hidden_state
+
+
+def install_graph(sentence_model: Any, enabled: bool) -> Optional[GraphForward]:
+    """Route the sentence-transformers model's transformer calls through a `GraphForward`.
+
+    The transformer's `forward` is replaced on the instance: calls with only the graph's inputs
+    (what `encode` passes) go through the graph; any other call runs the original.
+    """
+    if not enabled:
+        return None
+    backbone = next((m.auto_model for m in sentence_model if hasattr(m, "auto_model")), None)
+    tokenizer = getattr(sentence_model, "tokenizer", None)
+    if backbone is None or tokenizer is None:
+        return None
+    from transformers.modeling_outputs import BaseModelOutput
+
+    def example() -> dict:
+        batch = tokenizer(["a query", "a longer query about a bridge over a river"], padding=True, return_tensors="pt")
+        return {name: batch[name] for name in GRAPH_INPUTS if name in batch}
+
+    graph = GraphForward(backbone, _last_hidden_state, example, label=f"text model {type(backbone).__name__}")
+    original = backbone.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return_dict = kwargs.pop("return_dict", True)
+        if args or return_dict is False or not set(kwargs) <= set(GRAPH_INPUTS):
+            return original(*args, return_dict=return_dict, **kwargs)
+        return BaseModelOutput(last_hidden_state=graph(kwargs))
+
+    backbone.forward = forward
+    return graph
 
 
 def load_text_embedding(settings: Settings) -> BaseEmbedding:
@@ -81,6 +126,7 @@ def load_text_embedding(settings: Settings) -> BaseEmbedding:
             device=device,
             max_length=512,
             precision=precision,
+            graph=settings.text_graph == "on",
         )
     except Exception as exc:  # any loader failure becomes one clear message
         raise describe_load_failure("text", name, "RAG_TEXT_MODEL", exc) from exc

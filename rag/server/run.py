@@ -69,8 +69,8 @@ def serve(settings: Settings, config: ServerConfig, *, service: Any = None, log_
         if service is None:
             service = RagService(settings, no_server=True, **(embeddings or {}))
             echo(f"Loading models ({service.settings.text_model}, {service.settings.image_model})...")
-            service.index.text_embedding  # load once, now, not on the first request
-            service.index.image_embedding
+            for model in (service.index.text_embedding, service.index.image_embedding):  # now, not on a request
+                getattr(model, "trace_graph", lambda: False)()  # rag.models.graph: a second each, paid here
         token, token_file = resolve_token(storage, config)
         quiet_secrets([token, settings.llm_api_key, settings.qdrant_api_key])
         app = create_app(service, config, token)
