@@ -128,3 +128,31 @@ def test_real_minilm_ranks_the_right_passage_first(tmp_path, minilm_dir, setting
         for question, title in questions.items():
             hits = retriever.search(question, top_k=4, image_top_k=0)
             assert hits[0].title == title, (question, [h.title for h in hits])
+
+
+@pytest.mark.parametrize("store", ["edge", "local"])
+def test_no_hit_breaks_the_filters_even_where_a_signal_cannot_test_them(open_test_index, settings, store):
+    """The signal stores keep scalar metadata only, so their legs cannot test a filter on a list
+    field; the hits are read back under the filters, so none that breaks them is shown."""
+    from dataclasses import replace
+
+    from llama_index.core.schema import TextNode
+
+    index = open_test_index(replace(settings, store=store))
+    nodes = [TextNode(id_=f"00000000-0000-4000-8000-00000000000{i}", text=text, metadata={"title": title, "tags": tags})
+             for i, (text, title, tags) in enumerate([("The Moon landing was a draft.", "Draft", ["draft", "space"]),
+                                                      ("The Moon orbits the Earth.", "Final", ["final"])])]
+    vectors = index.text_embedding.get_text_embedding_batch([n.text for n in nodes])
+    for node, vector in zip(nodes, vectors):
+        node.embedding = vector
+    index.add(nodes, [])
+    retriever = Retriever(index)
+    assert {h.title for h in retriever.search("moon draft", top_k=5, image_top_k=0)} == {"Draft", "Final"}
+    not_draft = MetadataFilters(filters=[MetadataFilter(key="tags", value=["draft"], operator=FilterOperator.IN)],
+                                condition="not")  # no tag is "draft"
+    hits = retriever.search("moon draft", top_k=5, image_top_k=0, filters=not_draft)
+    assert [h.title for h in hits] == ["Final"]
+    # an OR filter: the stock qdrant-client read of ids + filters let every id through
+    either = MetadataFilters(filters=[MetadataFilter(key="title", value="Final"), MetadataFilter(key="title", value="x")],
+                             condition="or")
+    assert [h.title for h in retriever.search("moon draft", top_k=5, image_top_k=0, filters=either)] == ["Final"]

@@ -53,7 +53,7 @@ class HybridSearch:
 
     `dense_query(kind, vector, limit, filters, nodes)` returns a collection's leg, (point id,
     score) best first, and may put nodes it read into `nodes` (point id -> node).
-    `get_nodes(kind, point_ids)` fetches nodes by id. `signals` maps kind -> a signal store
+    `get_nodes(kind, point_ids, filters)` fetches the nodes of those ids that match the filters. `signals` maps kind -> a signal store
     (`rag.stores.base.SignalIndex`, embedded or on a server: each turns the filters into its
     engine's own; a store that does not exist yet contributes no leg).
     """
@@ -122,10 +122,15 @@ class HybridSearch:
                    for n, key in store.ids_of_articles(wanted[:limit], filters=filters, limit=limit * 4).items()}
         return article_ranking([(f.id, f.score) for f in ranked], keys, members)[:limit]
 
-    def _fetch(self, kind: str, point_ids: Sequence[str], nodes: Dict[str, Any]) -> None:
-        wanted = [n for n in dict.fromkeys(point_ids) if n not in nodes]
+    def _fetch(self, kind: str, point_ids: Sequence[str], nodes: Dict[str, Any],
+               filters: Optional[MetadataFilters]) -> None:
+        """Read the hits, under the filters: a leg that could not test them (a signal store keeps
+        scalar metadata only) may have found a point that breaks them, which is then not read."""
+        wanted = [n for n in dict.fromkeys(point_ids) if n not in nodes or filters is not None]
+        for point_id in wanted:
+            nodes.pop(point_id, None)
         if wanted:
-            for node in self.get_nodes(kind, wanted):
+            for node in self.get_nodes(kind, wanted, filters):
                 nodes[point_id_for(node.node_id)] = node
 
     # -- the search ----------------------------------------------------------------------
@@ -164,8 +169,8 @@ class HybridSearch:
                                picture_query=not query)
         except ValueError as exc:
             raise RagError(str(exc)) from None
-        self._fetch("text", [f.id[1] for f in ranking.items if f.id[0] == "text"], text_nodes)
-        self._fetch("image", [f.id[1] for f in ranking.items if f.id[0] == "image"], image_nodes)
+        self._fetch("text", [f.id[1] for f in ranking.items if f.id[0] == "text"], text_nodes, filters)
+        self._fetch("image", [f.id[1] for f in ranking.items if f.id[0] == "image"], image_nodes, filters)
         hits = []
         for item in ranking.items:
             kind, point_id = item.id

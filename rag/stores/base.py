@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
+from rag.stores.payload import point_id_for
+
 
 @runtime_checkable
 class Collection(Protocol):
@@ -139,6 +141,22 @@ class QdrantClientCollection:
                 yield list(self.parse_to_query_result(points).nodes or [])  # type: ignore[attr-defined]
             if offset is None or not points:
                 return
+
+    def get_nodes(self, node_ids: Optional[List[str]] = None, filters: Any = None, limit: Optional[int] = None,
+                  **kwargs: Any) -> List[Any]:
+        """The stock read, except that ids and filters together give the points matching both: the
+        stock store adds the ids to the filter's `should`, so an OR filter let any of the ids in."""
+        if node_ids is None or filters is None:
+            return super().get_nodes(node_ids=node_ids, filters=filters, limit=limit, **kwargs)  # type: ignore[misc]
+        if not node_ids or not self._exists():
+            return []
+        from qdrant_client import models
+
+        ids = [point_id_for(n) for n in node_ids]
+        selection = models.Filter(must=[models.HasIdCondition(has_id=ids), self._build_subfilter(filters)])  # type: ignore[attr-defined]
+        points, _ = self.client.scroll(self.collection_name, scroll_filter=selection,  # type: ignore[attr-defined]
+                                       limit=min(len(ids), limit or len(ids)), with_payload=True, with_vectors=False)
+        return list(self.parse_to_query_result(points).nodes or []) if points else []  # type: ignore[attr-defined]
 
     def _query_filter(self, vector: List[float], limit: int, filters: Any) -> Any:
         """LlamaIndex `MetadataFilters` as this store's qdrant-client filter (the stock store's own rules)."""
