@@ -205,3 +205,51 @@ def test_the_legs_read_no_payload_and_only_the_hits_are_read(settings, shared_em
     read = {name: sorted(str(r.id) for r in spy.scrolled) for name, spy in spies.items() if spy.scrolled}
     assert read["text"] == sorted(h.node_id for h in hits if h.modality == "text")
     assert read["image"] == sorted(h.node_id for h in hits if h.modality == "image")
+
+
+def test_eval_pictures_measures_image_to_passages_on_the_sample(tmp_path, minilm_dir, tiny_models):
+    """Each sample picture (an altered copy) asks for its article: the article link we ship
+    against CLIP text vectors of the passages; with a random CLIP only the first can work."""
+    from PIL import Image
+
+    from rag.config import Settings
+    from rag.eval.datasets import LabelledSet
+    from rag.eval.pictures import article_link_search, clip_text_search, picture_queries
+    from rag.eval.runner import evaluate, temporary_index
+
+    settings = Settings(storage=tmp_path / "unused", text_model=str(minilm_dir), image_model=str(tiny_models["image"]))
+    with temporary_index(settings, SAMPLE) as index:
+        queries = picture_queries(index, SAMPLE, tmp_path / "pictures")
+        configs = {"article link": article_link_search(Retriever(index)), "clip text": clip_text_search(index)}
+        results = {r.name: r for r in evaluate(LabelledSet("pictures", SAMPLE, queries), configs, depth=10)}
+    assert len(queries) == 16  # every sample picture belongs to an article with a passage
+    for query in queries:
+        picture = query.id[len("picture:"):]
+        article = picture.split("/")[-1].rsplit("-", 1)[0]  # images/<article>-<n>.<ext>
+        assert query.relevant == {f"text:{article}.md": 1.0, f"image:{picture}": 1.0}
+        with Image.open(query.image) as copy, Image.open(SAMPLE / picture) as original:
+            cropped = [round(side * 0.9) - round(side * 0.1) for side in original.size]
+            assert copy.size == tuple(round(side * 0.75) for side in cropped)
+    link, clip = (results[n].means["all"]["text"] for n in ("article link", "clip text"))
+    assert link["MRR@10"] >= 0.75 and link["MRR@10"] > clip["MRR@10"] + 0.4
+
+
+def test_eval_pictures_command_errors(run, corpus):
+    result = run("eval", str(corpus), "--pictures", "--compare")
+    assert result.exit_code == 2 and "--pictures takes a CORPUS folder, without --questions, --compare or --config" in result.output
+    result = run("eval", str(corpus), "--pictures", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["configs"]) == {"article link", "clip text"}
+    assert report["queries"] == 1  # coffee.png: the article "coffee" has a passage; the cat and rocket photos no article
+    for name in ("coffee.txt", "cat.md", "moon.md"):
+        (corpus / name).unlink()
+    result = run("eval", str(corpus), "--pictures")
+    assert result.exit_code == 2 and "no picture whose article has passages in the index" in result.output
+
+
+def test_rank_by_cosine_by_hand():
+    from rag.eval.pictures import rank_by_cosine
+
+    assert rank_by_cosine([1.0, 0.0], [[0.0, 1.0], [2.0, 0.1], [1.0, 1.0], [3.0, 0.15]]) == [1, 3, 2, 0]
+    assert rank_by_cosine([1.0, 0.0], []) == []

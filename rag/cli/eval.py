@@ -5,6 +5,7 @@ Three kinds of labelled data:
     rag eval rag/sample                        # a corpus folder with questions.json (the sample)
     rag eval --beir path/to/scifact            # corpus.jsonl, queries.jsonl, qrels/test.tsv
     rag eval --karpathy dataset_flickr30k.json --images flickr30k-images   # CLIP, both ways
+    rag eval rag/sample --pictures             # image -> passages: each picture asks for its article
 
 The corpus is indexed into a temporary storage with the configured models (or `--storage`
 names an index already built from it). `--compare` runs every configuration in one go.
@@ -31,13 +32,15 @@ from rag.cli.common import announce, choose_models, emit_json, settings_from, st
 @click.option("--max-images", type=click.IntRange(min=1), help="With --karpathy: only the first N images of the split.")
 @click.option("--compare", is_flag=True, help="Run every configuration (dense, hybrid, fused, fused+mmr, no-captions, captions).")
 @click.option("--config", "names", multiple=True, metavar="NAME", help="A configuration to run (repeatable) [default: fused].")
+@click.option("--pictures", is_flag=True, help="Query with every picture of CORPUS (an altered copy) and score the "
+              "passages of its article: the article link against CLIP text vectors of the passages.")
 @click.option("--depth", type=click.IntRange(min=1), default=10, show_default=True,
               help="Hits per modality each query asks for (metrics stop at 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @storage_options
 @user_errors
-def command(corpus, questions, beir, karpathy, image_dir, split, max_images, compare, names, depth, as_json,
-            storage, text_model, image_model) -> None:
+def command(corpus, questions, beir, karpathy, image_dir, split, max_images, compare, names, pictures, depth,
+            as_json, storage, text_model, image_model) -> None:
     """Measure retrieval on labelled questions and print one table."""
     sources = [s for s in (corpus, beir, karpathy) if s is not None]
     if len(sources) != 1:
@@ -48,6 +51,8 @@ def command(corpus, questions, beir, karpathy, image_dir, split, max_images, com
 
     from rag.eval.compare import configurations, unknown
 
+    if pictures and (corpus is None or compare or names or questions):
+        raise click.UsageError("--pictures takes a CORPUS folder, without --questions, --compare or --config")
     if compare and names:
         raise click.UsageError("--compare runs every configuration; leave out --config")
     bad = unknown(names)
@@ -59,15 +64,23 @@ def command(corpus, questions, beir, karpathy, image_dir, split, max_images, com
             from rag.eval.datasets import load_beir
 
             data = load_beir(beir, split=split, workdir=Path(work) / "beir")
+        elif pictures:
+            from rag.eval.datasets import LabelledSet
+            from rag.eval.pictures import PICTURE_CONFIGS
+
+            if not Path(corpus).is_dir():
+                raise click.UsageError(f"{corpus}: not a folder")
+            data = LabelledSet(f"{Path(corpus).name} pictures", Path(corpus), [])  # queries: from the index
+            chosen = dict.fromkeys(PICTURE_CONFIGS)
         else:
             from rag.eval.datasets import load_questions
 
             data = load_questions(corpus, questions)
-        _run(data, settings, storage, chosen, depth, as_json, Path(work))
+        _run(data, settings, storage, chosen, depth, as_json, Path(work), pictures)
 
 
 def _run(data: Any, settings: Any, storage: Optional[str], chosen: Dict[str, Any], depth: int, as_json: bool,
-         work: Path) -> None:
+         work: Path, pictures: bool = False) -> None:
     from contextlib import nullcontext
 
     from rag.eval.compare import checks, describe, groups_in, table, to_json
@@ -91,8 +104,16 @@ def _run(data: Any, settings: Any, storage: Optional[str], chosen: Dict[str, Any
                 stderr(f"note: {note}")
             from rag.eval.compare import search_fn
 
-            results = evaluate(data, {n: search_fn(retriever, s) for n, s in chosen.items()}, depth=depth,
-                               progress=not as_json)
+            if pictures:
+                from rag.eval.pictures import article_link_search, clip_text_search, picture_queries
+
+                data.queries = picture_queries(index, data.root, work / "pictures")
+                if not data.queries:
+                    raise click.UsageError(f"{data.root}: no picture whose article has passages in the index")
+                searches = {"article link": article_link_search(retriever), "clip text": clip_text_search(index)}
+            else:
+                searches = {n: search_fn(retriever, s) for n, s in chosen.items()}
+            results = evaluate(data, searches, depth=depth, progress=not as_json)
         finally:
             if storage:
                 index.close()

@@ -34,6 +34,8 @@ def describe(name: str) -> str:
         "fused+mmr": "fused, passages diversified by the engine's MMR (lambda 0.5)",
         "no-captions": "fused without the images' words (CLIP and the article link only)",
         "captions": "images by their words alone (dense and BM25): no CLIP, no article link",
+        "article link": "passages of the articles of the pictures CLIP finds (what `rag search --image` does)",
+        "clip text": "passages by CLIP: the picture against CLIP text vectors of the passages",
     }.get(name, name)
 
 
