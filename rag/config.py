@@ -169,8 +169,8 @@ class Settings:
     query_threads: int = _setting(0, "intra-op threads of each of a text query's two encoders (BGE and CLIP's "
                                   "text tower), which run at once (0: torch's threads split between them)", ge=0)
     text_graph: str = _setting("on", "`on`: the text encoders (BGE, CLIP's text tower) run as traced TorchScript "
-                               "graphs from their second call (CPU, fp32: the same vectors, ~10 ms less per "
-                               "query); `off`: always eager", choices=("on", "off"), aliases=_SWITCH_ALIASES)
+                               "graphs from their second query (CPU, fp32: the same vectors, ~10 ms less per "
+                               "query; document batches never trace); `off`: always eager", choices=("on", "off"), aliases=_SWITCH_ALIASES)
     max_image_pixels: int = _setting(64_000_000, "larger images are skipped as decompression bombs", gt=0)
     llm: str = _setting("none", "the answering model's backend (see `rag ask`)",
                         choices=("none", "openai", "openai-like", "ollama"))

@@ -86,10 +86,38 @@ def test_other_calls_of_the_transformer_run_its_own_forward(tiny_models):
     graphed, _ = text_pair(tiny_models["text"])
     assert graphed.trace_graph() is True
     backbone = next(m.auto_model for m in graphed._model if hasattr(m, "auto_model"))
+    ran = []
+    graph = graphed._graph_forward._graph
+    graphed._graph_forward._graph = lambda *args: ran.append("graph") or graph(*args)
     ids = torch.tensor([[1, 5, 2]])
-    out = backbone(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
-    assert out.hidden_states is not None  # not the graph's output, which has only the last layer
-    assert backbone(input_ids=ids, attention_mask=torch.ones_like(ids)).hidden_states is None
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    out = backbone(**inputs, output_hidden_states=True)
+    assert ran == [] and out.hidden_states is not None  # the model's own forward: every layer's states
+    assert backbone(**inputs).hidden_states is None and ran == ["graph"]
+
+
+def test_ingest_batches_do_not_trace_but_queries_do(tiny_models):
+    graphed, _ = text_pair(tiny_models["text"])
+    for _ in range(3):
+        graphed.get_text_embedding_batch(["a passage about the moon", "another passage"])
+    assert graphed._graph_forward.state == "eager" and graphed._graph_forward.calls == 0
+    graphed.get_query_embedding_batch(["first question"])
+    graphed.get_query_embedding_batch(["second question"])
+    assert graphed._graph_forward.state == "graph"
+
+
+def test_a_model_read_for_its_hidden_states_is_left_eager(tiny_models):
+    from transformers import AutoConfig
+
+    folder = tiny_models["text"]
+    config = AutoConfig.from_pretrained(folder)
+    assert not config.output_hidden_states
+    model = load_text_embedding(Settings(text_model=str(folder), **FP32))
+    backbone = next(m.auto_model for m in model._model if hasattr(m, "auto_model"))
+    backbone.config.output_hidden_states = True
+    from rag.models.text import install_graph
+
+    assert install_graph(model._model, True) is None
 
 
 def padded_example():
@@ -128,6 +156,21 @@ def test_a_trace_that_fails_leaves_the_eager_pass(caplog):
         assert forward.trace() is False
     assert forward.state == "failed" and "toy: running eagerly: tracing failed" in caplog.text
     assert forward(padded_example()).tolist() == [[10.0, 12.0, 14.0], [10.0, 12.0, 0.0]]
+
+
+def test_a_graph_that_raises_at_run_time_gives_way_to_the_eager_pass(caplog):
+    forward = GraphForward(Doubler(), lambda m, **kw: m(kw["input_ids"], kw["attention_mask"]), padded_example,
+                           label="toy")
+    assert forward.trace() is True
+
+    def broken(*args):
+        raise RuntimeError("shape fixed at trace time")
+
+    forward._graph = broken
+    with caplog.at_level(logging.WARNING, logger="rag.models.graph"):
+        assert forward(padded_example()).tolist() == [[10.0, 12.0, 14.0], [10.0, 12.0, 0.0]]
+    assert forward.state == "failed" and forward._graph is None
+    assert "toy: running eagerly: the traced graph raised RuntimeError: shape fixed at trace time" in caplog.text
 
 
 def test_a_graph_takes_only_the_inputs_it_was_traced_with():

@@ -10,6 +10,7 @@ from rag.errors import RagError
 from rag.index.core import RagIndex
 from rag.index.ingest import ingest
 from rag.search.retriever import Retriever, average_vectors
+from rag.search.signals import FusionSettings
 
 from conftest import photo
 
@@ -133,26 +134,46 @@ def test_real_minilm_ranks_the_right_passage_first(tmp_path, minilm_dir, setting
 @pytest.mark.parametrize("store", ["edge", "local"])
 def test_no_hit_breaks_the_filters_even_where_a_signal_cannot_test_them(open_test_index, settings, store):
     """The signal stores keep scalar metadata only, so their legs cannot test a filter on a list
-    field; the hits are read back under the filters, so none that breaks them is shown."""
+    field: their candidates are checked against the collection before fusion, so the list holds
+    only hits that keep the filters, and as many as asked for."""
     from dataclasses import replace
 
     from llama_index.core.schema import TextNode
 
     index = open_test_index(replace(settings, store=store))
+    rows = [(f"The Moon draft report number {i}.", f"Draft {i}", ["draft", "space"]) for i in range(3)]
+    rows += [(f"Notes on the Moon and its orbit, part {i}.", f"Final {i}", ["final"]) for i in range(3)]
     nodes = [TextNode(id_=f"00000000-0000-4000-8000-00000000000{i}", text=text, metadata={"title": title, "tags": tags})
-             for i, (text, title, tags) in enumerate([("The Moon landing was a draft.", "Draft", ["draft", "space"]),
-                                                      ("The Moon orbits the Earth.", "Final", ["final"])])]
-    vectors = index.text_embedding.get_text_embedding_batch([n.text for n in nodes])
-    for node, vector in zip(nodes, vectors):
+             for i, (text, title, tags) in enumerate(rows)]
+    for node, vector in zip(nodes, index.text_embedding.get_text_embedding_batch([n.text for n in nodes])):
         node.embedding = vector
     index.add(nodes, [])
     retriever = Retriever(index)
-    assert {h.title for h in retriever.search("moon draft", top_k=5, image_top_k=0)} == {"Draft", "Final"}
+    unfiltered = retriever.search("moon draft", top_k=3, image_top_k=0)
+    assert unfiltered[0].title.startswith("Draft") and len(unfiltered) == 3  # BM25 finds the drafts
     not_draft = MetadataFilters(filters=[MetadataFilter(key="tags", value=["draft"], operator=FilterOperator.IN)],
                                 condition="not")  # no tag is "draft"
-    hits = retriever.search("moon draft", top_k=5, image_top_k=0, filters=not_draft)
-    assert [h.title for h in hits] == ["Final"]
-    # an OR filter: the stock qdrant-client read of ids + filters let every id through
+    hits = retriever.search("moon draft", top_k=3, image_top_k=0, filters=not_draft)
+    assert sorted(h.title for h in hits) == ["Final 0", "Final 1", "Final 2"]
+    lexical = FusionSettings().using("bm25")  # the drafts outrank every final there
+    assert sorted(h.title for h in retriever.search("moon draft", top_k=3, image_top_k=0, fusion=lexical)) == [
+        "Draft 0", "Draft 1", "Draft 2"]
+    hits = retriever.search("moon draft", top_k=3, image_top_k=0, filters=not_draft, fusion=lexical)
+    assert sorted(h.title for h in hits) == ["Final 0", "Final 1", "Final 2"]
+
+
+def test_reading_ids_under_an_or_filter_gives_only_the_matching_points(open_test_index, settings):
+    """qdrant-client stores: the stock read put the ids among an OR filter's alternatives."""
+    from dataclasses import replace
+
+    from llama_index.core.schema import TextNode
+
+    index = open_test_index(replace(settings, store="local"))
+    nodes = [TextNode(id_=f"00000000-0000-4000-8000-00000000000{i}", text=title, metadata={"title": title},
+                      embedding=[1.0] + [0.0] * 31) for i, title in enumerate(["Draft", "Final"])]
+    index.stores.text.add(nodes)
     either = MetadataFilters(filters=[MetadataFilter(key="title", value="Final"), MetadataFilter(key="title", value="x")],
                              condition="or")
-    assert [h.title for h in retriever.search("moon draft", top_k=5, image_top_k=0, filters=either)] == ["Final"]
+    ids = [n.node_id for n in nodes]
+    assert [n.metadata["title"] for n in index.stores.text.get_nodes(node_ids=ids, filters=either)] == ["Final"]
+    assert index.stores.text.ids_matching(ids, either) == {ids[1]}

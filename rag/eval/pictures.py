@@ -9,7 +9,8 @@ answering such a query with passages are compared:
   passages of their articles rank by those pictures' ranks (`rag.search.hybrid`).
 - ``clip text``: CLIP's text tower on every passage (cut at 77 tokens) and the query picture
   against those vectors, the other option the issue named; it is computed here, for the
-  measurement only, not stored in the index.
+  measurement only, not stored in the index. It returns passages only, so its picture columns
+  are zero by construction: compare the passage (`text`) columns.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 
 from rag.corpus.words import article_key
 from rag.eval.datasets import EvalQuery
-from rag.eval.runner import SearchFn
+from rag.eval.runner import SearchFn, label_for
 
 PICTURE_CONFIGS = ("article link", "clip text")
 CROP = 0.1  # cut from each side
@@ -40,15 +41,6 @@ def altered_copy(source: Path, dest: Path) -> Path:
     return dest
 
 
-def _label(modality: str, file: str, root: Path) -> str:
-    path = Path(file)
-    try:
-        rel = path.resolve().relative_to(root.resolve()).as_posix()
-    except (ValueError, OSError):
-        rel = path.name
-    return f"{modality}:{rel}"
-
-
 def _all_nodes(store: Any) -> List[Any]:
     return [node for page in store.iter_nodes() for node in page]
 
@@ -61,13 +53,13 @@ def picture_queries(index: Any, root: Path, workdir: Path) -> List[EvalQuery]:
     for node in _all_nodes(index.stores.text):
         key = article_key(node.metadata)
         if key and node.metadata.get("file_path"):
-            passages.setdefault(key, []).append(_label("text", node.metadata["file_path"], root))
+            passages.setdefault(key, []).append(label_for("text", node.metadata["file_path"], root))
     queries = []
     for node in sorted(_all_nodes(index.stores.image), key=lambda n: str(n.metadata.get("file_path"))):
         file, key = node.metadata.get("file_path"), article_key(node.metadata)
         if not file or not key or key not in passages or not Path(file).is_file():
             continue
-        own = _label("image", file, root)
+        own = label_for("image", file, root)
         copy = altered_copy(Path(file), workdir / f"{len(queries):03d}-{Path(file).stem}.jpg")
         relevant = {label: 1.0 for label in passages[key]}
         relevant[own] = 1.0

@@ -25,9 +25,8 @@ VIEWS = ("fused", "text", "image")
 KS = (1, 3, 5, 10)
 
 
-def hit_key(hit: Any, root: Path, doc_ids: Optional[Mapping[str, str]] = None) -> str:
-    """The label of a hit: `<modality>:<path relative to root>` (or `text:<BEIR doc id>`)."""
-    file = hit.file or hit.image_path or hit.source or ""
+def label_for(modality: str, file: str, root: Path, doc_ids: Optional[Mapping[str, str]] = None) -> str:
+    """The label of a file: `<modality>:<path relative to root>` (or `text:<BEIR doc id>`)."""
     path = Path(file)
     try:
         rel = path.resolve().relative_to(Path(root).resolve()).as_posix()
@@ -35,7 +34,12 @@ def hit_key(hit: Any, root: Path, doc_ids: Optional[Mapping[str, str]] = None) -
         rel = path.name
     if doc_ids and rel in doc_ids:
         rel = doc_ids[rel]
-    return f"{hit.modality}:{rel}"
+    return f"{modality}:{rel}"
+
+
+def hit_key(hit: Any, root: Path, doc_ids: Optional[Mapping[str, str]] = None) -> str:
+    """The label of a hit (`label_for` its file)."""
+    return label_for(hit.modality, hit.file or hit.image_path or hit.source or "", root, doc_ids)
 
 
 @dataclass

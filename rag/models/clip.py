@@ -31,7 +31,7 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS)
     decode_workers: int = Field(default=2, ge=1)
     precision: str = Field(default="fp32", description="fp32, bf16 (autocast), int8 (dynamic quantization) or auto")
-    text_graph: bool = Field(default=True, description="trace the text tower after its first call (CPU, fp32; "
+    text_graph: bool = Field(default=True, description="trace the text tower after its first query (CPU, fp32; "
                                                        "rag.models.graph)")
 
     _model: Any = PrivateAttr()
@@ -91,7 +91,7 @@ class ClipTransformersEmbedding(MultiModalEmbedding):
         return features.cpu().tolist()
 
     def trace_graph(self) -> bool:
-        """Trace the text tower now rather than at its second call; True when the graph is in use."""
+        """Trace the text tower now rather than at its second query; True when the graph is in use."""
         return self._text_forward.trace()
 
     def embed_text_batch(self, texts: Sequence[str]) -> List[Embedding]:

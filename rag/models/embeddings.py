@@ -6,7 +6,7 @@
 - `clip`: CLIP through transformers (batched, no-grad, normalised, truncating).
 - `image`: the image backend factory and how ingestion feeds an image model.
 - `batching`: fixed-size slices and a bounded thread-pool map.
-- `graph`: the text encoders' forward pass as a traced TorchScript graph (from the second call).
+- `graph`: the text encoders' forward pass as a traced TorchScript graph (from the second query).
 
 Only these modules import torch and transformers, and only when a model is loaded.
 """

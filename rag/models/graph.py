@@ -3,15 +3,20 @@
 A query is one short sequence, so the encoders' own arithmetic is small and transformers'
 Python around it (module calls, mask building, output objects) is a large share of it: on 2
 fp32 CPU cores about 12 ms of BGE-small's 58 ms and 10 of CLIP's text tower's 70
-(docs/benchmarks.md). `GraphForward` runs a model's eager forward pass for its first calls and
-then traces it (`torch.jit.trace`, once, about a second per model), so that one-shot commands
-never pay for the trace and long-lived processes (a server, a notebook, `rag eval`) stop
-paying for the Python.
+(docs/benchmarks.md). `GraphForward` runs a model's eager forward pass for its first query and
+traces it at the second (`torch.jit.trace`, once, about a second per model), so that one-shot
+commands never pay for the trace (document batches do not count: an ingest never traces) and
+long-lived processes (a server, a notebook, `rag eval`) stop paying for the Python.
 
 A trace records the operations one example ran. It is taken on a padded batch of two, so that
 the attention-mask path is the one recorded, and kept only if it gives the eager pass's numbers
-on that example and on the live call's inputs; otherwise the eager pass stays, with a warning.
+on that batch, on one unpadded row of it, and on the live call's inputs (when a query led to
+it); otherwise the eager pass stays, with a warning, as it does if the graph ever raises.
 It is used on the CPU in fp32 only (bf16 autocast and int8 modules stay eager).
+
+torch 2.13 marks `torch.jit.trace` deprecated (in favour of `torch.compile` and `torch.export`,
+which need a compiler at run time or do not remove the Python); torch is pinned, and should a
+later torch drop it, the trace fails and the eager pass stays, with a warning.
 """
 
 from __future__ import annotations
@@ -63,11 +68,22 @@ def _traced_module(model: Any, run: RunEager, names: Sequence[str]) -> Any:
     return Forward()
 
 
+_TRACING = threading.Lock()  # one trace at a time in the process (the warning filter is process-wide)
+
+
+def _unpadded_first_row(example: Inputs, key: Sequence[str]) -> Tuple[Any, ...]:
+    """The example's first row alone, cut to its real length: a batch of one without padding."""
+    length = int(example["attention_mask"][0].sum()) if "attention_mask" in example else example[key[0]].shape[1]
+    return tuple(example[name][:1, :length] for name in key)
+
+
 class GraphForward:
-    """`model`'s forward pass (`run(model, **inputs)` -> tensor), traced after `EAGER_CALLS` calls.
+    """`model`'s forward pass (`run(model, **inputs)` -> tensor), traced after `EAGER_CALLS` counted calls.
 
     `example()` gives a padded batch of two (the tokenizer's output), on which the trace is
-    taken. Thread-safe: one thread traces while the others keep running eagerly.
+    taken. Only calls made with `count=True` (queries) lead to the trace, so a long ingest of
+    many batches does not trace. Thread-safe: one thread traces while the others keep running
+    eagerly. A graph that raises at run time is dropped and the call runs eagerly.
     """
 
     def __init__(self, model: Any, run: RunEager, example: Callable[[], Inputs], *, enabled: bool = True,
@@ -75,7 +91,6 @@ class GraphForward:
         self.model = model
         self.run = run
         self.example = example
-        self.enabled = enabled
         self.label = label
         self.eager_calls = eager_calls
         self.calls = 0
@@ -84,15 +99,21 @@ class GraphForward:
         self._key: Tuple[str, ...] = ()
         self._lock = threading.Lock()
 
-    def __call__(self, inputs: Inputs) -> Any:
-        """The output for these inputs: from the graph when it exists and fits them, else eager."""
+    def __call__(self, inputs: Inputs, count: bool = True) -> Any:
+        """The output for these inputs: from the graph when it exists and fits them, else eager.
+
+        `count`: this call is one of those after which the model is traced (a query's).
+        """
         key = graph_key(inputs)
         only_graph_inputs = set(key) == {name for name, value in inputs.items() if value is not None}
         graph = self._graph
         if graph is not None and only_graph_inputs and key == self._key:
-            return graph(*[inputs[name] for name in key])
+            try:
+                return graph(*[inputs[name] for name in key])
+            except Exception as exc:  # noqa: BLE001 - a shape the trace fixed, say: the eager pass answers
+                self._fail(f"the traced graph raised {type(exc).__name__}: {exc}")
         output = self.run(self.model, **inputs)
-        if self.state == "eager" and key and only_graph_inputs:
+        if count and self.state == "eager" and key and only_graph_inputs:
             self.calls += 1
             if self.calls > self.eager_calls:
                 self.trace(live=(inputs, output))
@@ -104,38 +125,44 @@ class GraphForward:
             return self.state == "graph"
         try:
             if self.state == "eager":
-                self._trace(live)
+                with _TRACING:
+                    self._trace(live)
         finally:
             self._lock.release()
         return self.state == "graph"
+
+    def _fail(self, why: str) -> None:
+        self._graph, self.state = None, "failed"
+        logger.warning("%s: running eagerly: %s", self.label, why)
 
     def _trace(self, live: Optional[Tuple[Inputs, Any]]) -> None:
         import torch
 
         example = self.example()
         key = graph_key(example)
-        if live is not None and graph_key(live[0]) != key:
-            key = ()  # the tokenizer gives other inputs than the calls do: nothing to trace
-        failure = "" if key else "its calls and its tokenizer give different inputs"
-        graph = None
-        if not failure:
-            tensors = tuple(example[name] for name in key)
-            try:
-                with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # TracerWarnings about Python values it records
-                    graph = torch.jit.trace(_traced_module(self.model, self.run, key), tensors,
-                                            strict=False, check_trace=False)
-                    checks = [(tensors, self.run(self.model, **dict(zip(key, tensors))))]
+        if not key or (live is not None and graph_key(live[0]) != key):
+            return self._fail("its calls and its tokenizer give different inputs")
+        tensors = tuple(example[name] for name in key)
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)  # about Python values it records
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")  # see above
+                # tracing reads every module property, transformers' deprecated ones included
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+                graph = torch.jit.trace(_traced_module(self.model, self.run, key), tensors,
+                                        strict=False, check_trace=False)
+            # checked on the padded example, on one unpadded row, and on the live call
+            checks = [tensors, _unpadded_first_row(example, key)]
+            expected = []
+            with torch.inference_mode():
+                expected = [self.run(self.model, **dict(zip(key, args))) for args in checks]
                 if live is not None:
-                    checks.append((tuple(live[0][name] for name in key), live[1]))
-                with torch.inference_mode():
-                    if not all(same_numbers(graph(*args), expected) for args, expected in checks):
-                        failure = "the traced graph's numbers differ from the model's"
-            except Exception as exc:  # noqa: BLE001 - any tracing failure leaves the eager pass
-                failure = f"tracing failed ({type(exc).__name__}: {exc})"
-        if failure:
-            self.state = "failed"
-            logger.warning("%s: running eagerly: %s", self.label, failure)
-            return
+                    checks.append(tuple(live[0][name] for name in key))
+                    expected.append(live[1])
+                same = all(same_numbers(graph(*args), want) for args, want in zip(checks, expected))
+        except Exception as exc:  # noqa: BLE001 - any tracing failure leaves the eager pass
+            return self._fail(f"tracing failed ({type(exc).__name__}: {exc})")
+        if not same:
+            return self._fail("the traced graph's numbers differ from the model's")
         self._graph, self._key, self.state = graph, key, "graph"
         logger.info("%s: forward pass traced (inputs %s)", self.label, ", ".join(key))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -39,7 +40,7 @@ def text_embedding_class() -> Any:
         """HuggingFaceEmbedding (sentence-transformers) whose forward pass honours `precision`."""
 
         precision: str = Field(default="fp32", description="fp32, bf16 (autocast) or int8 (dynamic quantization)")
-        graph: bool = Field(default=True, description="trace the transformer's forward pass after its first call "
+        graph: bool = Field(default=True, description="trace the transformer's forward pass after its first query "
                                                       "(CPU, fp32; rag.models.graph)")
         _graph_forward: Any = PrivateAttr(default=None)
 
@@ -56,11 +57,15 @@ def text_embedding_class() -> Any:
 
         def _embed(self, inputs: List[Any], prompt_name: Optional[str] = None) -> List[List[float]]:
             # Autocast state is per thread: enter it here, in the thread that runs the forward pass.
-            with precision_context(self.precision, str(self._device)):
-                return super()._embed(inputs, prompt_name)
+            _QUERY_CALL.active = prompt_name == "query"  # only queries lead to the trace (rag.models.graph)
+            try:
+                with precision_context(self.precision, str(self._device)):
+                    return super()._embed(inputs, prompt_name)
+            finally:
+                _QUERY_CALL.active = False
 
         def trace_graph(self) -> bool:
-            """Trace the forward pass now rather than at the second call; True when the graph is in use."""
+            """Trace the forward pass now rather than at the second query; True when the graph is in use."""
             return self._graph_forward is not None and self._graph_forward.trace()
 
         def get_query_embedding_batch(self, queries: List[str]) -> List[List[float]]:
@@ -71,6 +76,9 @@ def text_embedding_class() -> Any:
     return RagTextEmbedding
 
 
+_QUERY_CALL = threading.local()  # `active` while this thread embeds queries
+
+
 def _last_hidden_state(model: Any, **inputs: Any) -> Any:
     return type(model).forward(model, **inputs, return_dict=True).last_hidden_state
 
@@ -79,13 +87,22 @@ def install_graph(sentence_model: Any, enabled: bool) -> Optional[GraphForward]:
     """Route the sentence-transformers model's transformer calls through a `GraphForward`.
 
     The transformer's `forward` is replaced on the instance: calls with only the graph's inputs
-    (what `encode` passes) go through the graph; any other call runs the original.
+    (what `encode` passes) go through the graph; any other call runs the original. Only a
+    transformer whose output sentence-transformers reads as `last_hidden_state` (every BERT-like
+    embedding model) is routed; others, or one asked for its hidden states, are left alone.
     """
     if not enabled:
         return None
-    backbone = next((m.auto_model for m in sentence_model if hasattr(m, "auto_model")), None)
+    module = next((m for m in sentence_model if hasattr(m, "auto_model")), None)
     tokenizer = getattr(sentence_model, "tokenizer", None)
-    if backbone is None or tokenizer is None:
+    if module is None or tokenizer is None:
+        return None
+    backbone = module.auto_model
+    reads = (getattr(module, "modality_config", None) or {}).get("text", {})
+    if reads.get("method", "forward") != "forward" or reads.get("method_output_name", "last_hidden_state") not in (
+            "last_hidden_state", ("last_hidden_state",), ["last_hidden_state"]):
+        return None
+    if getattr(backbone.config, "output_hidden_states", False):
         return None
     from transformers.modeling_outputs import BaseModelOutput
 
@@ -100,7 +117,7 @@ def install_graph(sentence_model: Any, enabled: bool) -> Optional[GraphForward]:
         return_dict = kwargs.pop("return_dict", True)
         if args or return_dict is False or not set(kwargs) <= set(GRAPH_INPUTS):
             return original(*args, return_dict=return_dict, **kwargs)
-        return BaseModelOutput(last_hidden_state=graph(kwargs))
+        return BaseModelOutput(last_hidden_state=graph(kwargs, count=getattr(_QUERY_CALL, "active", False)))
 
     backbone.forward = forward
     return graph

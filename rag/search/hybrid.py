@@ -53,16 +53,19 @@ class HybridSearch:
 
     `dense_query(kind, vector, limit, filters, nodes)` returns a collection's leg, (point id,
     score) best first, and may put nodes it read into `nodes` (point id -> node).
-    `get_nodes(kind, point_ids, filters)` fetches the nodes of those ids that match the filters. `signals` maps kind -> a signal store
+    `get_nodes(kind, point_ids, filters)` fetches the nodes of those ids that match the filters;
+    `matching(kind, point_ids, filters)` gives the set of those ids that match (no payload). `signals` maps kind -> a signal store
     (`rag.stores.base.SignalIndex`, embedded or on a server: each turns the filters into its
     engine's own; a store that does not exist yet contributes no leg).
     """
 
-    def __init__(self, dense_query: Any, get_nodes: Any, signals: Dict[str, Any], mmr_query: Any = None) -> None:
+    def __init__(self, dense_query: Any, get_nodes: Any, signals: Dict[str, Any], mmr_query: Any = None,
+                 matching: Any = None) -> None:
         self.dense_query = dense_query
         self.get_nodes = get_nodes
         self.signals = signals
         self.mmr_query = mmr_query
+        self.matching = matching
 
     def has_signals(self) -> bool:
         """Were the lexical and caption signals built for this index?"""
@@ -122,6 +125,17 @@ class HybridSearch:
                    for n, key in store.ids_of_articles(wanted[:limit], filters=filters, limit=limit * 4).items()}
         return article_ranking([(f.id, f.score) for f in ranked], keys, members)[:limit]
 
+    def only_matching(self, kind: str, legs: Dict[str, Leg], filters: Optional[MetadataFilters]) -> Dict[str, Leg]:
+        """The legs without the points that break the filters (one id-only read per kind).
+
+        The signal stores keep scalar metadata only, so their legs cannot test a filter on a
+        list field; their candidates are checked against the collection before fusion.
+        """
+        if filters is None or self.matching is None or not any(legs.values()):
+            return legs
+        keep = self.matching(kind, list(dict.fromkeys(i for leg in legs.values() for i, _ in leg)), filters)
+        return {name: [(i, score) for i, score in leg if i in keep] for name, leg in legs.items()}
+
     def _fetch(self, kind: str, point_ids: Sequence[str], nodes: Dict[str, Any],
                filters: Optional[MetadataFilters]) -> None:
         """Read the hits, under the filters: a leg that could not test them (a signal store keeps
@@ -147,17 +161,18 @@ class HybridSearch:
         text_ranked: List[Fused] = []
         if want_text and query:
             legs = self.text_legs(query, vectors.get("text"), settings, depth, filters, text_nodes)
-            text_ranked = fuse_modality(legs, settings)
+            text_ranked = fuse_modality(self.only_matching("text", legs, filters), settings)
         image_ranked: List[Fused] = []
         if want_images:
             legs = self.image_legs(query, vectors, settings, depth, filters, image_nodes)
             if "article" in settings.signals and text_ranked:
                 legs["article"] = self.linked("image", text_ranked, text_nodes, filters, depth)
+            legs = self.only_matching("image", legs, filters)
             image_ranked = fuse_modality(legs, picture_weighted(settings, legs))
         if want_text and not query and image_ranked and "article" in settings.signals:
             # an image query: passages of the articles of the best images
             legs = {"article": self.linked("text", image_ranked, image_nodes, filters, depth)}
-            text_ranked = fuse_modality(legs, settings)
+            text_ranked = fuse_modality(self.only_matching("text", legs, filters), settings)
 
         text_top = text_ranked[:top_k] if want_text else []
         image_top = image_ranked[:image_top_k] if want_images else []

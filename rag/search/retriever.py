@@ -83,6 +83,7 @@ class Retriever:
                 get_nodes=lambda kind, ids, filters: stores[kind].get_nodes(node_ids=list(ids), filters=filters),
                 signals=self.index.signals,
                 mmr_query=lambda kind, vector, limit, filters, lam: edge_mmr_query(stores[kind], vector, limit, filters, lam),
+                matching=lambda kind, ids, filters: stores[kind].ids_matching(ids, filters),
             )
         return self._hybrid
 

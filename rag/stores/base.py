@@ -146,8 +146,16 @@ class QdrantClientCollection:
                   **kwargs: Any) -> List[Any]:
         """The stock read, except that ids and filters together give the points matching both: the
         stock store adds the ids to the filter's `should`, so an OR filter let any of the ids in."""
-        if node_ids is None or filters is None:
+        if node_ids is None or filters is None or kwargs:
             return super().get_nodes(node_ids=node_ids, filters=filters, limit=limit, **kwargs)  # type: ignore[misc]
+        points = self._select(node_ids, filters, limit, with_payload=True)
+        return list(self.parse_to_query_result(points).nodes or []) if points else []  # type: ignore[attr-defined]
+
+    def ids_matching(self, point_ids: Sequence[str], filters: Any) -> set:
+        """The ids among `point_ids` whose points match `filters`, reading no payload."""
+        return {str(p.id) for p in self._select(point_ids, filters, None, with_payload=False)}
+
+    def _select(self, node_ids: Sequence[str], filters: Any, limit: Optional[int], with_payload: bool) -> List[Any]:
         if not node_ids or not self._exists():
             return []
         from qdrant_client import models
@@ -155,8 +163,9 @@ class QdrantClientCollection:
         ids = [point_id_for(n) for n in node_ids]
         selection = models.Filter(must=[models.HasIdCondition(has_id=ids), self._build_subfilter(filters)])  # type: ignore[attr-defined]
         points, _ = self.client.scroll(self.collection_name, scroll_filter=selection,  # type: ignore[attr-defined]
-                                       limit=min(len(ids), limit or len(ids)), with_payload=True, with_vectors=False)
-        return list(self.parse_to_query_result(points).nodes or []) if points else []  # type: ignore[attr-defined]
+                                       limit=min(len(ids), limit or len(ids)), with_payload=with_payload,
+                                       with_vectors=with_payload)
+        return points
 
     def _query_filter(self, vector: List[float], limit: int, filters: Any) -> Any:
         """LlamaIndex `MetadataFilters` as this store's qdrant-client filter (the stock store's own rules)."""

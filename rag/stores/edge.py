@@ -459,6 +459,15 @@ class QdrantEdgeVectorStore(EdgeQueryModes, ThreadedAsync, BasePydanticVectorSto
             return []
         return self._read(lambda: [node_from_record(r.payload, r.vector) for r in scroll_records(shard, flt, limit)])
 
+    def ids_matching(self, point_ids: Sequence[str], filters: Optional[MetadataFilters]) -> set:
+        """The ids among `point_ids` whose points match `filters`, reading no payload."""
+        shard = self._live_shard()
+        if shard is None or not point_ids:
+            return set()
+        flt = selection_filter(list(point_ids), filters)
+        return self._read(lambda: {str(r.id) for r in scroll_records(shard, flt, len(point_ids), with_vector=False,
+                                                                     with_payload=False)})
+
     def iter_nodes(self, page: int = 256) -> Iterator[List[BaseNode]]:
         """Every node (without its embedding), `page` at a time, in point-id order."""
         shard = self._live_shard()

@@ -158,14 +158,15 @@ def search_request(
                            params=params, score_threshold=score_threshold, **extra)
 
 
-def scroll_records(shard: Any, flt: Optional[qe.Filter], limit: Optional[int], with_vector: bool = True) -> Iterator[Any]:
-    """Records (payload, and vector unless told not to) matching ``flt``, in point-id order, page by page."""
+def scroll_records(shard: Any, flt: Optional[qe.Filter], limit: Optional[int], with_vector: bool = True,
+                   with_payload: bool = True) -> Iterator[Any]:
+    """Records (payload and vector unless told not to) matching ``flt``, in point-id order, page by page."""
     offset = None
     left = limit
     while left is None or left > 0:
         page = SCROLL_PAGE if left is None else min(SCROLL_PAGE, left)
         records, offset = shard.scroll(
-            qe.ScrollRequest(offset=offset, limit=page, filter=flt, with_payload=True, with_vector=with_vector)
+            qe.ScrollRequest(offset=offset, limit=page, filter=flt, with_payload=with_payload, with_vector=with_vector)
         )
         yield from records
         if left is not None:
