@@ -15,6 +15,7 @@ answering such a query with passages are compared:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -23,6 +24,8 @@ from PIL import Image
 from rag.corpus.words import article_key
 from rag.eval.datasets import EvalQuery
 from rag.eval.runner import SearchFn, label_for
+
+logger = logging.getLogger(__name__)
 
 PICTURE_CONFIGS = ("article link", "clip text")
 CROP = 0.1  # cut from each side
@@ -60,7 +63,11 @@ def picture_queries(index: Any, root: Path, workdir: Path) -> List[EvalQuery]:
         if not file or not key or key not in passages or not Path(file).is_file():
             continue
         own = label_for("image", file, root)
-        copy = altered_copy(Path(file), workdir / f"{len(queries):03d}-{Path(file).stem}.jpg")
+        try:
+            copy = altered_copy(Path(file), workdir / f"{len(queries):03d}-{Path(file).stem}.jpg")
+        except OSError as exc:  # changed or damaged since it was indexed: no query from it
+            logger.warning("%s: skipped as a query picture (%s)", file, exc)
+            continue
         relevant = {label: 1.0 for label in passages[key]}
         relevant[own] = 1.0
         queries.append(EvalQuery(id=f"picture:{own[len('image:'):]}", image=str(copy), relevant=relevant))

@@ -153,7 +153,6 @@ class GraphForward:
                                         strict=False, check_trace=False)
             # checked on the padded example, on one unpadded row, and on the live call
             checks = [tensors, _unpadded_first_row(example, key)]
-            expected = []
             with torch.inference_mode():
                 expected = [self.run(self.model, **dict(zip(key, args))) for args in checks]
                 if live is not None:

@@ -53,8 +53,8 @@ class HybridSearch:
 
     `dense_query(kind, vector, limit, filters, nodes)` returns a collection's leg, (point id,
     score) best first, and may put nodes it read into `nodes` (point id -> node).
-    `get_nodes(kind, point_ids, filters)` fetches the nodes of those ids that match the filters;
-    `matching(kind, point_ids, filters)` gives the set of those ids that match (no payload). `signals` maps kind -> a signal store
+    `get_nodes(kind, point_ids)` fetches nodes by id. `matching(kind, point_ids, filters)` gives
+    the set of those ids whose points match the filters (no payload). `signals` maps kind -> a signal store
     (`rag.stores.base.SignalIndex`, embedded or on a server: each turns the filters into its
     engine's own; a store that does not exist yet contributes no leg).
     """
@@ -136,15 +136,10 @@ class HybridSearch:
         keep = self.matching(kind, list(dict.fromkeys(i for leg in legs.values() for i, _ in leg)), filters)
         return {name: [(i, score) for i, score in leg if i in keep] for name, leg in legs.items()}
 
-    def _fetch(self, kind: str, point_ids: Sequence[str], nodes: Dict[str, Any],
-               filters: Optional[MetadataFilters]) -> None:
-        """Read the hits, under the filters: a leg that could not test them (a signal store keeps
-        scalar metadata only) may have found a point that breaks them, which is then not read."""
-        wanted = [n for n in dict.fromkeys(point_ids) if n not in nodes or filters is not None]
-        for point_id in wanted:
-            nodes.pop(point_id, None)
+    def _fetch(self, kind: str, point_ids: Sequence[str], nodes: Dict[str, Any]) -> None:
+        wanted = [n for n in dict.fromkeys(point_ids) if n not in nodes]
         if wanted:
-            for node in self.get_nodes(kind, wanted, filters):
+            for node in self.get_nodes(kind, wanted):
                 nodes[point_id_for(node.node_id)] = node
 
     # -- the search ----------------------------------------------------------------------
@@ -184,8 +179,8 @@ class HybridSearch:
                                picture_query=not query)
         except ValueError as exc:
             raise RagError(str(exc)) from None
-        self._fetch("text", [f.id[1] for f in ranking.items if f.id[0] == "text"], text_nodes, filters)
-        self._fetch("image", [f.id[1] for f in ranking.items if f.id[0] == "image"], image_nodes, filters)
+        self._fetch("text", [f.id[1] for f in ranking.items if f.id[0] == "text"], text_nodes)
+        self._fetch("image", [f.id[1] for f in ranking.items if f.id[0] == "image"], image_nodes)
         hits = []
         for item in ranking.items:
             kind, point_id = item.id

@@ -80,7 +80,7 @@ class Retriever:
             stores = {"text": self.index.stores.text, "image": self.index.stores.image}
             self._hybrid = HybridSearch(
                 dense_query=lambda kind, vector, limit, filters, nodes: dense_leg(stores[kind], vector, limit, filters, nodes),
-                get_nodes=lambda kind, ids, filters: stores[kind].get_nodes(node_ids=list(ids), filters=filters),
+                get_nodes=lambda kind, ids: stores[kind].get_nodes(node_ids=list(ids)),
                 signals=self.index.signals,
                 mmr_query=lambda kind, vector, limit, filters, lam: edge_mmr_query(stores[kind], vector, limit, filters, lam),
                 matching=lambda kind, ids, filters: stores[kind].ids_matching(ids, filters),
